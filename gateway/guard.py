@@ -1,0 +1,145 @@
+"""Around every /v1 handler: authenticate, rate-limit, and (for writes) make it idempotent.
+
+A write costs one Redis round trip before the handler (GCRA + lock, or the cached response) and one after
+(cache the final response, or release the lock). The durable guarantee is in the handler's own transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+import idempotency
+from gateway import http
+from gateway.state import Resources, resources
+from idempotency import Begin, State, Stored
+from ratelimit import Decision
+from shardpay.domain.errors import ApiError
+from shardpay.services.outcome import Caller, Outcome, key_in_use, key_reused
+from shards.control import Merchant
+
+Write = Callable[[Resources, Caller, dict[str, Any], Request], Awaitable[Outcome]]
+Read = Callable[[Resources, Caller, Request], Awaitable[Outcome]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+_LIMITED = ApiError(429, "rate_limit_error", "rate_limited", "Too many requests; slow down and retry later.")
+
+
+def _decision(res: Resources, merchant: Merchant, reply: Any) -> Decision:
+    if reply is not None:
+        return Decision.from_reply(reply, merchant.burst)
+    if res.settings.ratelimit_fail_open:
+        return Decision.unlimited(merchant.burst)
+    raise ApiError.unavailable("dependency_unavailable", "Rate limiting is unavailable; retry.")
+
+
+def _respond(outcome: Outcome, decision: Decision) -> Response:
+    headers = decision.headers()
+    if outcome.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return http.json_response(outcome.status, outcome.body, headers)
+
+
+async def _run(res: Resources, call: Awaitable[Outcome]) -> Outcome:
+    try:
+        async with asyncio.timeout(res.settings.request_timeout):
+            return await call
+    except TimeoutError:
+        message = "The request timed out; retry with the same key."
+        raise ApiError.unavailable("dependency_unavailable", message) from None
+
+
+def write(handler: Write) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        res = resources(request)
+        merchant = await res.merchants.authenticate(request.headers.get("authorization"))
+        request.scope[http.MERCHANT] = merchant.id
+        key = request.headers.get("idempotency-key")
+        if not idempotency.valid_key(key):
+            decision = _decision(res, merchant, await res.edge.read(merchant.id, merchant.rate, merchant.burst))
+            return http.error_response(_bad_key(key), http.request_id(request), decision.headers())
+        assert key is not None
+        reply, begin = await res.edge.write(merchant.id, merchant.rate, merchant.burst, key)
+        decision = _decision(res, merchant, reply)
+        try:
+            outcome = await _write(res, request, merchant, key, begin, decision, handler)
+        except ApiError as error:
+            return http.error_response(error, http.request_id(request), decision.headers())
+        return _respond(outcome, decision)
+
+    return endpoint
+
+
+async def _write(
+    res: Resources, request: Request, merchant: Merchant, key: str, begin: Begin | None,
+    decision: Decision, handler: Write,
+) -> Outcome:  # fmt: skip
+    if not decision.allowed:
+        raise dataclasses.replace(_LIMITED, headers=decision.headers())
+    params = await _params(res, merchant, key, begin, request)
+    fingerprint = idempotency.fingerprint("POST", request.url.path, params)
+    caller = Caller(merchant.id, http.request_id(request), key, fingerprint)
+    if begin is not None and begin.state is State.CACHED:
+        return _replay(caller, begin)
+    if begin is not None and begin.state is State.LOCKED:
+        raise key_in_use()
+    outcome: Outcome | None = None
+    try:
+        outcome = await _run(res, handler(res, caller, params, request))
+        return outcome
+    finally:
+        if begin is not None and begin.state is State.ACQUIRED:
+            # Shielded: a cancelled request must still release its lock, or the key stays 409 until it expires.
+            await asyncio.shield(_finish(res, caller, begin, outcome))
+
+
+async def _params(
+    res: Resources, merchant: Merchant, key: str, begin: Begin | None, request: Request
+) -> dict[str, Any]:
+    try:
+        return await http.read_json(request)
+    except ApiError:
+        if begin is not None and begin.state is State.ACQUIRED:
+            await res.edge.finish(merchant.id, key, begin.token, None)
+        raise
+
+
+def _replay(caller: Caller, begin: Begin) -> Outcome:
+    assert begin.stored is not None
+    if begin.stored.fingerprint != caller.fingerprint:
+        raise key_reused()
+    return Outcome(begin.stored.status, begin.stored.body, stored=True, replayed=True)
+
+
+async def _finish(res: Resources, caller: Caller, begin: Begin, outcome: Outcome | None) -> None:
+    cache = outcome is not None and outcome.stored and outcome.final and not outcome.replayed
+    stored = Stored(caller.print, outcome.status, outcome.body) if cache and outcome else None
+    await res.edge.finish(caller.merchant_id, caller.key, begin.token, stored)
+
+
+def _bad_key(key: str | None) -> ApiError:
+    if key is None or key == "":
+        return ApiError.invalid("Idempotency-Key", "POST requests need an Idempotency-Key header.",
+                                code="idempotency_key_missing")  # fmt: skip
+    return ApiError.invalid("Idempotency-Key", "'Idempotency-Key' must be 1 to 255 printable ASCII characters.")
+
+
+def read(handler: Read) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        res = resources(request)
+        merchant = await res.merchants.authenticate(request.headers.get("authorization"))
+        request.scope[http.MERCHANT] = merchant.id
+        decision = _decision(res, merchant, await res.edge.read(merchant.id, merchant.rate, merchant.burst))
+        try:
+            if not decision.allowed:
+                raise dataclasses.replace(_LIMITED, headers=decision.headers())
+            outcome = await _run(res, handler(res, Caller(merchant.id, http.request_id(request)), request))
+        except ApiError as error:
+            return http.error_response(error, http.request_id(request), decision.headers())
+        return _respond(outcome, decision)
+
+    return endpoint

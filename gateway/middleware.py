@@ -1,0 +1,79 @@
+"""Pure ASGI middleware: request ids, the body cap, one log line and metrics per request, and the 500 guard."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import traceback
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import http, metrics
+from gateway.logs import log
+from shardpay.domain.errors import ApiError
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if 0 < len(text) <= 128 and text.isascii() and text.isprintable():
+                return text
+    return "req_" + secrets.token_hex(12)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+class RequestContext:
+    """Outermost layer: every response gets ``X-Request-Id``; an ``ApiError`` that escaped becomes its JSON
+    error; anything else is a bug, logged with its traceback and answered 500."""
+
+    def __init__(self, app: ASGIApp, log_requests: bool = True) -> None:
+        self.app = app
+        self.log_requests = log_requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = _request_id(scope)
+        scope[http.REQUEST_ID] = rid
+        started = time.perf_counter()
+        status = 500
+        sent = False
+
+        async def tagged(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status, sent = message["status"], True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            length = _declared_length(scope)
+            if length is not None and length > http.MAX_BODY:
+                raise http.too_large()
+            await self.app(scope, receive, tagged)
+        except ApiError as error:
+            status = error.status
+            await http.error_response(error, rid)(scope, receive, tagged)
+        except Exception:
+            log("error", request_id=rid, path=scope["path"], traceback=traceback.format_exc())
+            if not sent:
+                body = ApiError(500, "api_error", "internal_error", "An internal error occurred.").body(rid)
+                await http.json_response(500, orjson.dumps(body))(scope, receive, tagged)
+        finally:
+            self._record(scope, rid, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, rid: str, status: int, seconds: float) -> None:
+        route = scope.get(http.ROUTE, "unmatched")
+        metrics.observe(scope["method"], route, status, seconds)
+        if self.log_requests:
+            log("request", request_id=rid, merchant=scope.get(http.MERCHANT), method=scope["method"], route=route,
+                status=status, duration_ms=round(seconds * 1000, 2))  # fmt: skip

@@ -1,0 +1,29 @@
+"""The route table."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import http
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def route(path: str, endpoint: Endpoint, method: str) -> Route:
+    """A route that labels its requests with its path template, for logs and metrics."""
+
+    async def labelled(request: Request) -> Response:
+        request.scope[http.ROUTE] = path
+        return await endpoint(request)
+
+    return Route(path, labelled, methods=[method], name=f"{method} {path}")
+
+
+def routes() -> list[Route]:
+    from gateway.routes import ops, transfers, wallets
+
+    return [*ops.ROUTES, *wallets.ROUTES, *transfers.ROUTES]

@@ -1,0 +1,27 @@
+"""Long-lived clients, made once in the lifespan and handed to requests through typed state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from gateway.auth import MerchantCache
+from gateway.edge import Edge
+from shardpay.config import Settings
+from shards.pools import Shards
+
+
+@dataclass(frozen=True)
+class Resources:
+    settings: Settings
+    shards: Shards
+    edge: Edge
+    merchants: MerchantCache
+    amqp: Any  # aio_pika's robust connection: only /readyz looks at it
+
+
+def resources(request: Request) -> Resources:
+    res: Resources = request.state.resources
+    return res

@@ -1,0 +1,1 @@
+"""shardpay: a sharded, idempotent, rate-limited payment gateway."""

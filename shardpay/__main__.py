@@ -1,0 +1,3 @@
+from shardpay.cli import main
+
+main()

@@ -1,0 +1,12 @@
+"""Subcommands of ``shardpay``; each module registers its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shardpay.commands import events, ledger, merchants, ops
+
+
+def register(sub: Any) -> None:
+    for module in (ops, merchants, ledger, events):
+        module.register(sub)

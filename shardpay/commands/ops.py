@@ -1,0 +1,47 @@
+"""``shardpay migrate``, ``serve`` and ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from typing import Any
+
+import asyncpg
+
+from shardpay.commands.base import CliError, add
+from shardpay.config import Settings
+
+
+def register(sub: Any) -> None:
+    add(sub, "migrate", _migrate, "create and migrate the control database and every shard")
+    add(sub, "serve", _serve, "run the HTTP gateway (SHARDPAY_WORKERS processes)")
+    add(sub, "run", _run, "migrate, then run the gateway, relay, consumers and recovery until Ctrl-C")
+
+
+async def _migrate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from shards.migrate import migrate
+
+    try:
+        applied = await migrate(settings)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CliError(f"migration failed: {exc}") from None
+    return {"applied": applied, "shards": settings.shard_count}
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="shardpay-metrics-")
+    uvicorn.run(
+        "gateway.app:create_app", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
+        loop="uvloop", http="httptools", access_log=False, lifespan="on", timeout_graceful_shutdown=10,
+    )  # fmt: skip
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> None:
+    from shardpay.supervisor import supervise
+
+    await _migrate(args, settings)
+    await supervise(dict(os.environ))

@@ -1,0 +1,136 @@
+"""Settings, read once from ``SHARDPAY_*`` environment variables into a typed, frozen object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+PREFIX = "SHARDPAY_"
+
+
+class ConfigError(ValueError):
+    """A setting is present but unusable; the message names the variable and the value."""
+
+
+def _raw(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get(PREFIX + name, default)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _raw(env, name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"Config '{PREFIX}{name}' has value '{raw}'. Not a valid int.") from None
+    if value < minimum:
+        raise ConfigError(f"Config '{PREFIX}{name}' has value '{raw}'. Must be >= {minimum}.")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _raw(env, name, str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"Config '{PREFIX}{name}' has value '{raw}'. Not a valid number.") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _raw(env, name, "true" if default else "false").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"Config '{PREFIX}{name}' has value '{raw}'. Not a valid bool.")
+
+
+def _floats(env: Mapping[str, str], name: str, default: str) -> tuple[float, ...]:
+    raw = _raw(env, name, default)
+    try:
+        values = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"Config '{PREFIX}{name}' has value '{raw}'. Not a list of numbers.") from None
+    if not values:
+        raise ConfigError(f"Config '{PREFIX}{name}' has value '{raw}'. Needs at least one number.")
+    return values
+
+
+def _shard_dsns(env: Mapping[str, str], pg: str, db_prefix: str) -> tuple[str, ...]:
+    explicit = _raw(env, "SHARD_DSNS", "")
+    if explicit.strip():
+        return tuple(part.strip() for part in explicit.split(",") if part.strip())
+    count = _int(env, "SHARDS", 4, minimum=1)
+    return tuple(f"{pg}/{db_prefix}_shard_{n}" for n in range(count))
+
+
+# A day and a half of retries: 10 s, 1 min, 5 min, 30 min, 2 h, 6 h, 12 h, 24 h.
+DEFAULT_WEBHOOK_BACKOFF = "10,60,300,1800,7200,21600,43200,86400"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with local defaults that work on a developer machine."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 2
+    pg_server: str = "postgresql://postgres@127.0.0.1:5432"
+    db_prefix: str = "shardpay"
+    control_dsn: str = "postgresql://postgres@127.0.0.1:5432/shardpay_control"
+    shard_dsns: tuple[str, ...] = ()
+    pool_min: int = 2
+    pool_max: int = 16
+    db_timeout: float = 5.0
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout: float = 0.25
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    ratelimit_fail_open: bool = True
+    default_rate: int = 1000
+    default_burst: int = 2000
+    idempotency_lock_ms: int = 30_000
+    idempotency_cache_s: int = 600
+    request_timeout: float = 10.0
+    saga_inline_timeout: float = 1.0
+    saga_recovery_after: float = 5.0
+    saga_abort_after: float = 300.0
+    webhook_backoff: tuple[float, ...] = field(default_factory=lambda: _floats({}, "X", DEFAULT_WEBHOOK_BACKOFF))
+    webhook_timeout: float = 5.0
+    log_requests: bool = True
+
+    @property
+    def shard_count(self) -> int:
+        return len(self.shard_dsns)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        pg = _raw(e, "PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
+        db_prefix = _raw(e, "DB_PREFIX", "shardpay")
+        return cls(
+            host=_raw(e, "HOST", "127.0.0.1"),
+            port=_int(e, "PORT", 8000, minimum=1),
+            workers=_int(e, "WORKERS", 2, minimum=1),
+            pg_server=pg,
+            db_prefix=db_prefix,
+            control_dsn=_raw(e, "CONTROL_DSN", f"{pg}/{db_prefix}_control"),
+            shard_dsns=_shard_dsns(e, pg, db_prefix),
+            pool_min=_int(e, "POOL_MIN", 2, minimum=1),
+            pool_max=_int(e, "POOL_MAX", 16, minimum=1),
+            db_timeout=_float(e, "DB_TIMEOUT", 5.0),
+            redis_url=_raw(e, "REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_timeout=_float(e, "REDIS_TIMEOUT", 0.25),
+            amqp_url=_raw(e, "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+            ratelimit_fail_open=_bool(e, "RATELIMIT_FAIL_OPEN", True),
+            default_rate=_int(e, "DEFAULT_RATE", 1000, minimum=1),
+            default_burst=_int(e, "DEFAULT_BURST", 2000, minimum=1),
+            idempotency_lock_ms=_int(e, "IDEMPOTENCY_LOCK_MS", 30_000, minimum=100),
+            idempotency_cache_s=_int(e, "IDEMPOTENCY_CACHE_S", 600, minimum=1),
+            request_timeout=_float(e, "REQUEST_TIMEOUT", 10.0),
+            saga_inline_timeout=_float(e, "SAGA_INLINE_TIMEOUT", 1.0),
+            saga_recovery_after=_float(e, "SAGA_RECOVERY_AFTER", 5.0),
+            saga_abort_after=_float(e, "SAGA_ABORT_AFTER", 300.0),
+            webhook_backoff=_floats(e, "WEBHOOK_BACKOFF", DEFAULT_WEBHOOK_BACKOFF),
+            webhook_timeout=_float(e, "WEBHOOK_TIMEOUT", 5.0),
+            log_requests=_bool(e, "LOG_REQUESTS", True),
+        )

@@ -1,0 +1,1 @@
+"""Rules of money and errors: plain objects, no I/O."""

@@ -1,0 +1,37 @@
+"""Opaque object ids that carry their hash slot, so any id routes to its shard without a scan.
+
+An id is ``<prefix>_<4 hex digits of slot><20 hex digits of randomness>``: ``wal_00a3f1c2...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+SLOTS = 4096
+PREFIXES = frozenset({"mer", "wal", "tr", "pay", "po", "out", "re", "evt"})
+_ID = re.compile(r"^([a-z]{2,3})_([0-9a-f]{4})([0-9a-f]{20})$")
+
+
+def slot_for(*parts: str) -> int:
+    """A stable slot for any text, used when a new object has no parent to follow."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % SLOTS
+
+
+def new_id(prefix: str, slot: int) -> str:
+    if prefix not in PREFIXES:
+        raise ValueError(f"unknown id prefix {prefix!r}")
+    if not 0 <= slot < SLOTS:
+        raise ValueError(f"slot {slot} outside 0..{SLOTS - 1}")
+    return f"{prefix}_{slot:04x}{secrets.token_hex(10)}"
+
+
+def parse(object_id: str, prefix: str) -> int | None:
+    """The slot of a well-formed id with this prefix, or None: callers answer 404 for None."""
+    match = _ID.match(object_id)
+    if match is None or match.group(1) != prefix:
+        return None
+    slot = int(match.group(2), 16)
+    return slot if slot < SLOTS else None

@@ -1,0 +1,59 @@
+"""The cross-shard transfer saga after its first leg: credit the destination shard, then settle or compensate.
+
+Leg 1 (source -> transit, on the source shard) is ``sp_open_transfer``. Leg 2 (interchange -> destination)
+is applied at most once per transfer on the destination shard. Leg 3 settles transit into interchange on
+the source shard, or, if recovery fenced leg 2 off, gives the money back to the source. Every leg is one
+local transaction and may run again after a crash without effect.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import orjson
+
+from shardpay import ids
+from shardpay.domain.events import render_event
+from shardpay.services import render
+from shards import ledger
+from shards.errors import on_shard
+from shards.pools import Shards
+
+
+def _shard_of(shards: Shards, object_id: str, prefix: str) -> int:
+    slot = ids.parse(object_id, prefix)
+    assert slot is not None, f"stored id {object_id!r} is malformed"
+    return shards.index_of(slot)
+
+
+async def settle(shards: Shards, transfer: asyncpg.Record) -> str:
+    """Run leg 2 then leg 3; returns the transfer's final status."""
+    dst = _shard_of(shards, transfer["destination"], "wal")
+    inbound = await on_shard(dst, ledger.credit_inbound(
+        shards.pool(dst), transfer["id"], transfer["merchant_id"], transfer["destination"],
+        transfer["amount"], transfer["currency"],
+    ))  # fmt: skip
+    return await finish(shards, transfer, inbound)
+
+
+async def abort(shards: Shards, transfer: asyncpg.Record) -> str:
+    """Fence leg 2 off on the destination shard, then finish with whatever it holds (recovery's last resort)."""
+    dst = _shard_of(shards, transfer["destination"], "wal")
+    inbound = await on_shard(dst, ledger.fence_inbound(
+        shards.pool(dst), transfer["id"], transfer["merchant_id"], transfer["destination"],
+        transfer["amount"], transfer["currency"],
+    ))  # fmt: skip
+    return await finish(shards, transfer, inbound)
+
+
+async def finish(shards: Shards, transfer: asyncpg.Record, inbound: str) -> str:
+    status = "succeeded" if inbound == "applied" else "failed"
+    obj = render.transfer_row(transfer, status)
+    slot = ids.parse(transfer["id"], "tr")
+    assert slot is not None
+    event_id, event_body = render_event(
+        f"transfer.{status}", transfer["merchant_id"], transfer["request_id"], obj, slot
+    )
+    src = shards.index_of(slot)
+    return await on_shard(src, ledger.finish_transfer(
+        shards.pool(src), transfer["id"], inbound, orjson.dumps(obj).decode(), event_id, event_body
+    ))  # fmt: skip

@@ -1,0 +1,128 @@
+"""Where a transfer is decided: same shard, one ACID transaction; different shards, a saga."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+
+from shardpay import ids
+from shardpay.domain.errors import ApiError
+from shardpay.domain.events import render_event
+from shardpay.services import render, saga, wallets
+from shardpay.services.outcome import Caller, Outcome, key_reused
+from shards import ledger, queries
+from shards.errors import on_shard
+from shards.pools import Shards
+
+
+@dataclass(frozen=True)
+class CreateTransfer:
+    source: str
+    destination: str
+    amount: int
+    currency: str
+    description: str | None
+
+
+@dataclass(frozen=True)
+class _Route:
+    source_slot: int
+    source_shard: int
+    destination_shard: int
+
+    @property
+    def cross(self) -> bool:
+        return self.source_shard != self.destination_shard
+
+
+async def create(shards: Shards, caller: Caller, cmd: CreateTransfer, inline_timeout: float) -> Outcome:
+    route = await _route(shards, caller, cmd)
+    request = _open_request(caller, cmd, route)
+    pool = shards.pool(route.source_shard)
+    try:
+        applied = await on_shard(route.source_shard, ledger.open_transfer(pool, request))
+    except asyncpg.UniqueViolationError:
+        # A concurrent request with the same key committed first (Redis was bypassed): answer with its response.
+        applied = await on_shard(route.source_shard, ledger.replay(pool, caller.merchant_id, caller.key, caller.print))
+    _raise_unstored(applied.outcome, cmd)
+    assert applied.status is not None and applied.body is not None
+    if applied.outcome == "applied" and route.cross:
+        return await _complete_inline(shards, route, request, inline_timeout)
+    return Outcome.from_store(applied.status, applied.body, replayed=applied.outcome == "replay")
+
+
+async def _route(shards: Shards, caller: Caller, cmd: CreateTransfer) -> _Route:
+    source_slot = ids.parse(cmd.source, "wal")
+    destination_slot = ids.parse(cmd.destination, "wal")
+    if source_slot is None:
+        raise ApiError.not_found("source", cmd.source)
+    if destination_slot is None:
+        raise ApiError.not_found("destination", cmd.destination)
+    if cmd.source == cmd.destination:
+        raise ApiError.invalid("destination", "'destination' must differ from 'source'.")
+    route = _Route(source_slot, shards.index_of(source_slot), shards.index_of(destination_slot))
+    if route.cross:
+        # The source shard cannot see the destination: check it here, before any money moves.
+        destination = await wallets.fetch(shards, caller.merchant_id, cmd.destination, "destination")
+        if destination["currency"] != cmd.currency:
+            raise _mismatch(cmd)
+    return route
+
+
+def _open_request(caller: Caller, cmd: CreateTransfer, route: _Route) -> ledger.OpenTransfer:
+    transfer_id = ids.new_id("tr", route.source_slot)
+    created = int(time.time())
+    status = "processing" if route.cross else "succeeded"
+    obj = render.transfer(transfer_id, cmd.source, cmd.destination, cmd.amount, cmd.currency, cmd.description,
+                          status, created)  # fmt: skip
+    event_id, event_body = render_event("transfer.succeeded", caller.merchant_id, caller.request_id, obj,
+                                        route.source_slot, created)  # fmt: skip
+    fail_body = orjson.dumps(ApiError.insufficient_funds().body(caller.request_id)).decode()
+    return ledger.OpenTransfer(
+        caller.merchant_id, caller.key, caller.print, transfer_id, cmd.source, cmd.destination, cmd.amount,
+        cmd.currency, cmd.description, caller.request_id, created, route.cross, orjson.dumps(obj).decode(),
+        fail_body, event_id, event_body,
+    )  # fmt: skip
+
+
+def _raise_unstored(outcome: str, cmd: CreateTransfer) -> None:
+    """Outcomes that moved nothing and stored nothing: a retry gets the same answer again."""
+    if outcome == "key_reused":
+        raise key_reused()
+    if outcome == "source_missing":
+        raise ApiError.not_found("source", cmd.source)
+    if outcome == "destination_missing":
+        raise ApiError.not_found("destination", cmd.destination)
+    if outcome == "currency_mismatch":
+        raise _mismatch(cmd)
+
+
+def _mismatch(cmd: CreateTransfer) -> ApiError:
+    return ApiError.currency_mismatch(f"Both wallets must hold {cmd.currency}: 'currency' differs from a wallet's.")
+
+
+async def _complete_inline(shards: Shards, route: _Route, request: ledger.OpenTransfer, limit: float) -> Outcome:
+    """Try the saga's remaining legs now; if a shard is slow or down, answer 'processing' and let recovery finish."""
+    pool = shards.pool(route.source_shard)
+    try:
+        row = await on_shard(route.source_shard, queries.transfer(pool, request.transfer_id))
+        assert row is not None
+        status = await asyncio.wait_for(saga.settle(shards, row), limit)
+    except (ApiError, TimeoutError):
+        return Outcome.from_store(201, request.ok_body, replayed=False, final=False)
+    return Outcome.from_store(201, orjson.dumps(render.transfer_row(row, status)).decode(), replayed=False)
+
+
+async def get(shards: Shards, caller: Caller, transfer_id: str) -> Outcome:
+    slot = ids.parse(transfer_id, "tr")
+    if slot is None:
+        raise ApiError.not_found(None, transfer_id)
+    shard = shards.index_of(slot)
+    row = await on_shard(shard, queries.transfer(shards.pool(shard), transfer_id))
+    if row is None or row["merchant_id"] != caller.merchant_id:
+        raise ApiError.not_found(None, transfer_id)
+    return Outcome.of(200, render.transfer_row(row))

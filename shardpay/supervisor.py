@@ -1,0 +1,67 @@
+"""``shardpay run``: the gateway, the outbox relay, the consumers and saga recovery as child processes.
+
+A child that dies is started again after a pause; Ctrl-C or SIGTERM stops them all (SIGTERM, then SIGKILL
+after a grace period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import tempfile
+
+import orjson
+
+CHILDREN: dict[str, list[str]] = {
+    "gateway": ["serve"],
+    "relay": ["relay"],
+    "notifications": ["consume", "notifications"],
+    "analytics": ["consume", "analytics"],
+    "recovery": ["recover"],
+}
+GRACE = 10.0
+
+
+def _say(event: str, **fields: object) -> None:
+    sys.stderr.write(orjson.dumps({"event": event, **fields}).decode() + "\n")
+
+
+async def _keep_running(name: str, argv: list[str], stop: asyncio.Event, env: dict[str, str]) -> None:
+    while not stop.is_set():
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "shardpay", *argv, env=env)
+        _say("started", child=name, pid=proc.pid)
+        waiter = asyncio.ensure_future(proc.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            await _terminate(proc)
+            waiter.cancel()
+            return
+        stopper.cancel()
+        _say("exited", child=name, pid=proc.pid, returncode=proc.returncode)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), GRACE)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def supervise(env: dict[str, str]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with tempfile.TemporaryDirectory(prefix="shardpay-metrics-") as metrics_dir:
+        env = {**env, "PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR", metrics_dir)}
+        await asyncio.gather(*(_keep_running(name, argv, stop, env) for name, argv in CHILDREN.items()))
+    _say("stopped")

@@ -1,0 +1,1 @@
+"""PostgreSQL shards: pools, hash-slot routing, migrations and the ledger's SQL."""

@@ -1,0 +1,37 @@
+"""The one tuple of errors that mean "this database is unreachable right now", and the domain error for it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import asyncpg
+
+from shardpay.domain.errors import ApiError
+
+T = TypeVar("T")
+
+# Connection refused, dropped mid-query, server shutting down or in recovery, pool acquire timed out.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ReadOnlySQLTransactionError,
+)
+
+
+def shard_unavailable(shard: int) -> ApiError:
+    return ApiError.unavailable("shard_unavailable", f"Shard {shard} is unavailable; retry with the same key.")
+
+
+async def on_shard(shard: int, call: Awaitable[T]) -> T:
+    """Await a call to ``shard``, turning "unreachable" into a 503 the client can retry."""
+    try:
+        return await call
+    except TRANSIENT:
+        raise shard_unavailable(shard) from None

@@ -1,0 +1,58 @@
+"""One asyncpg pool per shard plus the control pool, created once at start-up and closed at shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+
+from shardpay.config import Settings
+from shards.router import SlotMap
+
+
+@dataclass(frozen=True)
+class Shards:
+    control: asyncpg.Pool
+    pools: tuple[asyncpg.Pool, ...]
+    slots: SlotMap
+
+    def index_of(self, slot: int) -> int:
+        return self.slots.shard_of(slot)
+
+    def pool(self, shard: int) -> asyncpg.Pool:
+        return self.pools[shard]
+
+
+async def _pool(dsn: str, settings: Settings, min_size: int, max_size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=settings.db_timeout,
+        timeout=settings.db_timeout,
+    )
+    assert pool is not None
+    return pool
+
+
+@contextlib.asynccontextmanager
+async def open_shards(settings: Settings, pool_max: int | None = None) -> AsyncIterator[Shards]:
+    """Connect to the control database and every shard; fail fast if any is unreachable."""
+    size = pool_max or settings.pool_max
+    opened: list[asyncpg.Pool] = []
+    try:
+        control = await _pool(settings.control_dsn, settings, 1, max(2, size // 4))
+        opened.append(control)
+        slots = await SlotMap.load(control)
+        if slots.shard_count > settings.shard_count:
+            raise RuntimeError(
+                f"slot_map names {slots.shard_count} shards but SHARDPAY_SHARD_DSNS lists {settings.shard_count}"
+            )
+        for dsn in settings.shard_dsns:
+            opened.append(await _pool(dsn, settings, min(settings.pool_min, size), size))
+        yield Shards(control=control, pools=tuple(opened[1:]), slots=slots)
+    finally:
+        for pool in opened:
+            await pool.close()

@@ -1,0 +1,27 @@
+"""Reads: wallets, their entries, transfers. Every read is scoped to the merchant that asks."""
+
+from __future__ import annotations
+
+import asyncpg
+
+WALLET = (
+    "SELECT id, merchant_id, currency, available, pending, reference, metadata::text AS metadata, "
+    "extract(epoch FROM created_at)::bigint AS created FROM accounts WHERE id = $1 AND kind = 'wallet'"
+)
+TRANSFER = "SELECT * FROM transfers WHERE id = $1"
+ENTRIES = (
+    "SELECT id, amount, currency, kind, ref, memo, extract(epoch FROM created_at)::bigint AS created "
+    "FROM ledger_entries WHERE account_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+)
+
+
+async def wallet(pool: asyncpg.Pool, wallet_id: str) -> asyncpg.Record | None:
+    return await pool.fetchrow(WALLET, wallet_id)
+
+
+async def transfer(pool: asyncpg.Pool, transfer_id: str) -> asyncpg.Record | None:
+    return await pool.fetchrow(TRANSFER, transfer_id)
+
+
+async def entries(pool: asyncpg.Pool, wallet_id: str, before: int | None, limit: int) -> list[asyncpg.Record]:
+    return await pool.fetch(ENTRIES, wallet_id, before, limit)
