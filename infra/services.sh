@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Make sure PostgreSQL, Redis and RabbitMQ are installed and running on this machine (idempotent).
+# Installs missing servers from Debian's packages, starts stopped ones, and waits until each answers.
+set -euo pipefail
+
+log() { printf '[services] %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+install() {
+    if [ "$apt_updated" -eq 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+    log "installing $*"
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+wait_for() {  # wait_for NAME SECONDS CMD...
+    local name=$1 seconds=$2; shift 2
+    for _ in $(seq 1 $((seconds * 4))); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.25
+    done
+    log "$name did not come up within ${seconds}s"; return 1
+}
+
+postgres() {
+    command -v pg_ctlcluster >/dev/null || install postgresql postgresql-client
+    local version
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)
+    if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+        log "starting PostgreSQL $version"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    fi
+    wait_for PostgreSQL 30 pg_isready -h 127.0.0.1 -p 5432 -q
+    # Local development trusts loopback connections as user postgres (the default DSNs); check we can log in.
+    psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null \
+        || { log "cannot log in to PostgreSQL as postgres on 127.0.0.1 (set SHARDPAY_PG)"; return 1; }
+}
+
+redis() {
+    command -v redis-server >/dev/null || install redis-server
+    if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+        log "starting Redis"
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+    fi
+    wait_for Redis 15 redis-cli -h 127.0.0.1 -p 6379 ping
+}
+
+rabbitmq() {
+    command -v rabbitmq-server >/dev/null || install rabbitmq-server
+    if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+        log "starting RabbitMQ"
+        as_root rabbitmq-server -detached || true
+    fi
+    wait_for RabbitMQ 90 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672'
+}
+
+postgres
+redis
+rabbitmq
+log "PostgreSQL, Redis and RabbitMQ are up"

@@ -1,0 +1,174 @@
+"""The test stack: its own databases (``shardpay_test_*``), Redis database 15, and a real gateway process.
+
+Every integration test talks to real PostgreSQL, Redis and RabbitMQ. The gateway runs as a subprocess
+(``python -m shardpay serve``) exactly as in production, so concurrency tests race real HTTP requests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+
+from shardpay.config import Settings
+from shardpay.services import wallets
+from shards.control import create_merchant
+from shards.migrate import migrate
+from shards.pools import Shards, open_shards
+
+TEST_PREFIX = "shardpay_test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def stack_env(**overrides: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SHARDPAY_")}
+    env = {
+        **base,
+        "SHARDPAY_DB_PREFIX": TEST_PREFIX,
+        "SHARDPAY_SHARDS": "4",
+        "SHARDPAY_REDIS_URL": "redis://127.0.0.1:6379/15",
+        "SHARDPAY_WORKERS": "1",
+        "SHARDPAY_LOG_REQUESTS": "false",
+        "SHARDPAY_DEFAULT_RATE": "100000",
+        "SHARDPAY_DEFAULT_BURST": "100000",
+    }
+    env.update(overrides)
+    return env
+
+
+async def drop_databases(settings: Settings) -> None:
+    admin = await asyncpg.connect(f"{settings.pg_server}/postgres")
+    try:
+        for dsn in (settings.control_dsn, *settings.shard_dsns):
+            name = dsn.rsplit("/", 1)[1]
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def env() -> dict[str, str]:
+    return stack_env(SHARDPAY_PORT=str(free_port()))
+
+
+@pytest.fixture(scope="session")
+def settings(env: dict[str, str]) -> Settings:
+    return Settings.from_env(env)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def migrated(settings: Settings) -> Settings:
+    await drop_databases(settings)
+    await migrate(settings)
+    return settings
+
+
+@pytest_asyncio.fixture(scope="session")
+async def shards(migrated: Settings) -> AsyncIterator[Shards]:
+    async with open_shards(migrated, pool_max=8) as opened:
+        yield opened
+
+
+def start_gateway(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "shardpay", "serve"], env=env)
+    url = f"http://127.0.0.1:{env['SHARDPAY_PORT']}/healthz"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("gateway did not start within 20 s")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def gateway(migrated: Settings, env: dict[str, str]) -> Iterator[str]:
+    proc = start_gateway(env)
+    yield f"http://127.0.0.1:{env['SHARDPAY_PORT']}"
+    stop_process(proc)
+
+
+@dataclass(frozen=True)
+class StackMerchant:
+    id: str
+    api_key: str
+    webhook_secret: str
+
+
+@pytest_asyncio.fixture
+async def merchant(shards: Shards) -> StackMerchant:
+    created = await create_merchant(shards.control, "test merchant", None, 100_000, 100_000)
+    return StackMerchant(created.merchant.id, created.api_key, created.webhook_secret)
+
+
+@pytest_asyncio.fixture
+async def client(gateway: str, merchant: StackMerchant) -> AsyncIterator[httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=300, max_keepalive_connections=300)
+    headers = {"Authorization": f"Bearer {merchant.api_key}"}
+    async with httpx.AsyncClient(base_url=gateway, headers=headers, timeout=30, limits=limits) as http:
+        yield http
+
+
+_keys = iter(range(10**9))
+
+
+def key() -> str:
+    """A fresh idempotency key."""
+    return f"test-{os.getpid()}-{time.time_ns()}-{next(_keys)}"
+
+
+async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any], idem: str | None = None) -> httpx.Response:
+    return await client.post(path, json=body, headers={"Idempotency-Key": idem or key()})
+
+
+async def new_wallet(client: httpx.AsyncClient, shards: Shards, funds: int = 0, currency: str = "USD",
+                     shard: int | None = None) -> str:  # fmt: skip
+    """A wallet (on ``shard`` if given) holding ``funds``."""
+    for _ in range(200):
+        response = await post(client, "/v1/wallets", {"currency": currency})
+        assert response.status_code == 201, response.text
+        wallet_id: str = response.json()["id"]
+        if shard is None or shards.index_of(int(wallet_id[4:8], 16)) == shard:
+            break
+    else:
+        raise AssertionError(f"no wallet landed on shard {shard}")
+    if funds:
+        await wallets.credit(shards, wallet_id, funds, "test funding")
+    return wallet_id
+
+
+async def audit_clean(settings: Settings) -> dict[str, Any]:
+    from shards.audit import audit
+
+    report = await audit(settings)
+    assert report["ok"], report
+    return report
