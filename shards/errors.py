@@ -22,6 +22,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
     asyncpg.ReadOnlySQLTransactionError,
+    # 55000: "database is not accepting connections" (a shard fenced off for maintenance or a drill),
+    # and its child 55P03 lock_not_available: both end with nothing committed, so a retry is safe.
+    asyncpg.ObjectNotInPrerequisiteStateError,
 )
 
 

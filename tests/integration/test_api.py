@@ -60,7 +60,9 @@ async def test_entries_pagination(client: httpx.AsyncClient, shards: Shards) -> 
     source = await new_wallet(client, shards, funds=100, shard=3)
     destination = await new_wallet(client, shards, shard=3)
     for _ in range(5):
-        await post(client, "/v1/transfers", {"source": source, "destination": destination, "amount": 1, "currency": "USD"})
+        await post(
+            client, "/v1/transfers", {"source": source, "destination": destination, "amount": 1, "currency": "USD"}
+        )
     first = (await client.get(f"/v1/wallets/{source}/entries", params={"limit": 4})).json()
     assert len(first["data"]) == 4 and first["has_more"] is True
     rest = (await client.get(f"/v1/wallets/{source}/entries",
@@ -182,9 +184,7 @@ async def test_bad_api_key_is_401(gateway: str, authorization: str | None) -> No
     assert error_of(response)["code"] == "api_key_invalid"
 
 
-async def test_another_merchants_objects_are_404(
-    client: httpx.AsyncClient, shards: Shards, gateway: str
-) -> None:
+async def test_another_merchants_objects_are_404(client: httpx.AsyncClient, shards: Shards, gateway: str) -> None:
     from shards.control import create_merchant
 
     mine = await new_wallet(client, shards, funds=100)
@@ -205,7 +205,9 @@ async def test_another_merchants_objects_are_404(
     assert (await client.get(f"/v1/wallets/{mine}")).json()["available"] == 99
 
 
-@pytest.mark.parametrize("object_id", ["wal_nope", "wal_" + "0" * 24, "tr_" + "f" * 24, "x" * 300, "wal_ffff" + "0" * 20])
+@pytest.mark.parametrize(
+    "object_id", ["wal_nope", "wal_" + "0" * 24, "tr_" + "f" * 24, "x" * 300, "wal_ffff" + "0" * 20]
+)
 async def test_unknown_ids_are_404(client: httpx.AsyncClient, object_id: str) -> None:
     for path in (f"/v1/wallets/{object_id}", f"/v1/wallets/{object_id}/entries", f"/v1/transfers/{object_id}"):
         response = await client.get(path)
@@ -214,7 +216,9 @@ async def test_unknown_ids_are_404(client: httpx.AsyncClient, object_id: str) ->
 
 async def test_transfer_to_itself_and_unknown_wallets(client: httpx.AsyncClient, shards: Shards) -> None:
     wallet = await new_wallet(client, shards, funds=10)
-    itself = await post(client, "/v1/transfers", {"source": wallet, "destination": wallet, "amount": 1, "currency": "USD"})
+    itself = await post(
+        client, "/v1/transfers", {"source": wallet, "destination": wallet, "amount": 1, "currency": "USD"}
+    )
     assert itself.status_code == 400 and error_of(itself)["param"] == "destination"
     ghost = "wal_0000" + "0" * 20
     for body in ({"source": ghost, "destination": wallet}, {"source": wallet, "destination": ghost}):
