@@ -1,0 +1,170 @@
+"""Running one queue consumer: manual acks, a prefetch window, reconnection, and a graceful stop.
+
+A message is acked only after its handler returned, so a crash at any point leaves it unacked and the
+broker delivers it again. Handlers therefore must be idempotent by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, ConsumerTag
+
+from events import broker, topology
+from events.backoff import Backoff, sleep_or_stop
+from events.envelope import InvalidEvent
+from events.logs import emit
+from shardpay.config import Settings
+
+Handler = Callable[[AbstractIncomingMessage, AbstractChannel], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    name: str
+    queue: str
+    prefetch: int
+    grace: float = 8.0  # for in-flight messages on SIGTERM; below the supervisor's 10 s before SIGKILL
+    retry_pause: float = 1.0  # before a failed message goes back, so an outage does not become a hot loop
+    report_every: float = 60.0  # seconds between two "consumer.tally" lines
+
+
+class Tally:
+    """How many messages were acked, dead-lettered and sent back, logged as one line now and then."""
+
+    def __init__(self, spec: ConsumerSpec) -> None:
+        self._spec = spec
+        self._counts: Counter[str] = Counter()
+        self._due = time.monotonic() + spec.report_every
+
+    def add(self, outcome: str) -> None:
+        self._counts[outcome] += 1
+        if time.monotonic() >= self._due:
+            self.report()
+
+    def report(self) -> None:
+        if self._counts:
+            emit("consumer.tally", consumer=self._spec.name, **self._counts)
+        self._counts.clear()
+        self._due = time.monotonic() + self._spec.report_every
+
+
+async def run_consumer(settings: Settings, spec: ConsumerSpec, handler: Handler, stop: asyncio.Event) -> None:
+    """Consume ``spec.queue`` with ``handler`` until ``stop`` is set, reconnecting after any broker failure."""
+    backoff = Backoff()
+    while not stop.is_set():
+        try:
+            await _session(settings, spec, handler, stop, backoff)
+        except broker.TRANSIENT as exc:
+            emit("consumer.broker_unavailable", consumer=spec.name, error=type(exc).__name__)
+        if not stop.is_set():
+            await sleep_or_stop(stop, backoff.next())
+    emit("consumer.stopped", consumer=spec.name)
+
+
+async def _session(
+    settings: Settings, spec: ConsumerSpec, handler: Handler, stop: asyncio.Event, backoff: Backoff
+) -> None:
+    connection = await broker.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await channel.set_qos(prefetch_count=spec.prefetch)
+        await topology.declare(channel, settings.webhook_backoff)
+        queue = await channel.get_queue(spec.queue, ensure=False)
+        inflight, tally = Inflight(), Tally(spec)
+        tag = await queue.consume(inflight.track(partial(_process, spec, handler, channel, tally)))
+        backoff.reset()
+        emit("consumer.started", consumer=spec.name, queue=spec.queue, prefetch=spec.prefetch)
+        lost = await _stop_or_lost(stop, channel)
+        await _wind_down(spec, queue, tag, inflight, lost)
+        tally.report()
+    finally:
+        await broker.close_quietly(connection)
+
+
+async def _process(
+    spec: ConsumerSpec, handler: Handler, channel: AbstractChannel, tally: Tally, message: AbstractIncomingMessage
+) -> None:
+    try:
+        await handler(message, channel)
+    except InvalidEvent as exc:
+        emit("consumer.invalid_event", consumer=spec.name, message_id=message.message_id, error=str(exc))
+        await _settle(message.reject(requeue=False), tally, "dead_lettered")  # to the queue's .dead queue
+        return
+    except Exception as exc:  # the boundary of one message: whatever failed, the message is kept for later
+        emit("consumer.retry_later", consumer=spec.name, message_id=message.message_id, error=type(exc).__name__)
+        await asyncio.sleep(spec.retry_pause)
+        await _settle(message.nack(requeue=True), tally, "requeued")
+        return
+    await _settle(message.ack(), tally, "acked")
+
+
+async def _settle(outcome: Awaitable[None], tally: Tally, name: str) -> None:
+    try:
+        await outcome
+    except broker.TRANSIENT:
+        # The channel is gone, so the broker has requeued the message itself: nothing is lost.
+        tally.add("unsettled")
+    else:
+        tally.add(name)
+
+
+async def _stop_or_lost(stop: asyncio.Event, channel: AbstractChannel) -> bool:
+    """Wait for a stop request or the channel's loss; True if the channel was lost."""
+    stopping = asyncio.ensure_future(stop.wait())
+    closing = asyncio.ensure_future(channel.closed())
+    await asyncio.wait({stopping, closing}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    closing.cancel()
+    return not stop.is_set()
+
+
+async def _wind_down(
+    spec: ConsumerSpec, queue: AbstractQueue, tag: ConsumerTag, inflight: Inflight, lost: bool
+) -> None:
+    if lost:
+        emit("consumer.connection_lost", consumer=spec.name, inflight=len(inflight))
+        await inflight.drain(0)  # their acks could not reach the broker any more: it redelivers them
+        return
+    with contextlib.suppress(*broker.TRANSIENT):
+        await queue.cancel(tag)  # no new deliveries; the prefetched ones are already in flight
+    await inflight.drain(spec.grace)
+
+
+class Inflight:
+    """The handler tasks still running, so a stop can wait for them (and cancel what outlives the grace)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def track(
+        self, fn: Callable[[AbstractIncomingMessage], Awaitable[None]]
+    ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+        async def tracked(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._tasks.add(task)
+            try:
+                await fn(message)
+            finally:
+                self._tasks.discard(task)
+
+        return tracked
+
+    async def drain(self, grace: float) -> None:
+        pending = set(self._tasks)
+        if pending and grace > 0:
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

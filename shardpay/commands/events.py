@@ -1,0 +1,104 @@
+"""``shardpay relay``, ``consume notifications|analytics`` and ``analytics``.
+
+The first three run until SIGTERM or Ctrl-C, logging JSON lines on stderr, and exit 0 after a clean stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from shardpay.commands.base import CliError, add
+from shardpay.config import Settings
+from shardpay.domain.money import CURRENCIES
+
+Runner = Callable[[Settings, asyncio.Event], Awaitable[None]]
+
+
+def register(sub: Any) -> None:
+    relay = add(sub, "relay", _relay, "publish every shard's outbox to RabbitMQ, continuously")
+    relay.add_argument("--batch-size", type=int, default=200, help="rows per publish-and-mark transaction")
+    consume = sub.add_parser("consume", help="run an event consumer").add_subparsers(dest="consumer", required=True)
+    add(consume, "notifications", _notifications, "deliver signed merchant webhooks, continuously")
+    add(consume, "analytics", _analytics, "count money events per merchant, currency and minute, continuously")
+    query = add(sub, "analytics", _query, "money volume per minute for one merchant, as JSON")
+    query.add_argument("--merchant", required=True)
+    query.add_argument("--currency", default=None)
+    query.add_argument("--since", default=None, help="ISO 8601 (default: 24 hours ago); naive times are UTC")
+    query.add_argument("--until", default=None, help="ISO 8601, exclusive (default: now)")
+
+
+async def _relay(args: argparse.Namespace, settings: Settings) -> None:
+    from events.relay import RelayOptions, run_relay
+
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
+    options = RelayOptions(batch_size=args.batch_size)
+    await until_signalled(lambda s, stop: run_relay(s, stop, options), settings)
+
+
+async def _notifications(args: argparse.Namespace, settings: Settings) -> None:
+    from events.notifications import run_notifications
+
+    await until_signalled(run_notifications, settings)
+
+
+async def _analytics(args: argparse.Namespace, settings: Settings) -> None:
+    from events.analytics import run_analytics
+
+    await until_signalled(run_analytics, settings)
+
+
+async def until_signalled(run: Runner, settings: Settings) -> None:
+    """Run ``run`` until SIGTERM or SIGINT asks it to stop, then let it finish cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run(settings, stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _query(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from events.analytics import query
+
+    currency, since, until = _window(args)
+    try:
+        conn = await asyncpg.connect(settings.control_dsn, timeout=settings.db_timeout)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CliError(f"cannot reach the control database: {exc}") from None
+    try:
+        data = await query(conn, args.merchant, currency, since, until)
+    finally:
+        await conn.close()
+    return {"merchant": args.merchant, "since": since.isoformat(), "until": until.isoformat(), "data": data}
+
+
+def _window(args: argparse.Namespace) -> tuple[str | None, datetime, datetime]:
+    if args.currency is not None and args.currency not in CURRENCIES:
+        raise CliError(f"--currency must be a supported ISO 4217 code (uppercase), got {args.currency!r}")
+    now = datetime.now(UTC)
+    since = _instant("--since", args.since, now - timedelta(hours=24))
+    until = _instant("--until", args.until, now)
+    if since >= until:
+        raise CliError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
+    return args.currency, since, until
+
+
+def _instant(flag: str, raw: str | None, default: datetime) -> datetime:
+    if raw is None:
+        return default
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise CliError(f"{flag} has value {raw!r}. Not an ISO 8601 date or time.") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
