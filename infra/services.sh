@@ -34,6 +34,20 @@ postgres() {
     # Local development trusts loopback connections as user postgres (the default DSNs); check we can log in.
     psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null \
         || { log "cannot log in to PostgreSQL as postgres on 127.0.0.1 (set SHARDPAY_PG)"; return 1; }
+    connections "$version"
+}
+
+# Every process keeps a pool per shard (gateway workers, relay, consumers, recovery, tests): Debian's default of
+# 100 connections is too few for a local stack plus its test suite. Raise it once; SHARDPAY_PG_TUNE=0 skips this.
+connections() {
+    [ "${SHARDPAY_PG_TUNE:-1}" = 1 ] || return 0
+    local current
+    current=$(psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SHOW max_connections')
+    [ "$current" -lt 500 ] || return 0
+    log "raising PostgreSQL max_connections from $current to 500 (restarts the local cluster)"
+    psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'ALTER SYSTEM SET max_connections = 500' >/dev/null
+    as_root pg_ctlcluster --skip-systemctl-redirect "$1" main restart
+    wait_for PostgreSQL 30 pg_isready -h 127.0.0.1 -p 5432 -q
 }
 
 redis() {

@@ -80,7 +80,7 @@ class Settings:
     control_dsn: str = "postgresql://postgres@127.0.0.1:5432/shardpay_control"
     shard_dsns: tuple[str, ...] = ()
     pool_min: int = 2
-    pool_max: int = 16
+    pool_max: int = 8
     db_timeout: float = 5.0
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_timeout: float = 0.25
@@ -116,7 +116,7 @@ class Settings:
             control_dsn=_raw(e, "CONTROL_DSN", f"{pg}/{db_prefix}_control"),
             shard_dsns=_shard_dsns(e, pg, db_prefix),
             pool_min=_int(e, "POOL_MIN", 2, minimum=1),
-            pool_max=_int(e, "POOL_MAX", 16, minimum=1),
+            pool_max=_int(e, "POOL_MAX", 8, minimum=1),
             db_timeout=_float(e, "DB_TIMEOUT", 5.0),
             redis_url=_raw(e, "REDIS_URL", "redis://127.0.0.1:6379/0"),
             redis_timeout=_float(e, "REDIS_TIMEOUT", 0.25),
