@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aio_pika
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,6 +15,7 @@ from starlette.responses import Response
 
 from gateway import http
 from gateway.auth import MerchantCache
+from gateway.broker import BrokerProbe
 from gateway.edge import Edge
 from gateway.middleware import RequestContext
 from gateway.routes import routes
@@ -32,7 +32,8 @@ def _lifespan(settings: Settings) -> Any:
             settings.redis_url, socket_timeout=settings.redis_timeout,
             socket_connect_timeout=settings.redis_timeout, max_connections=256,
         )  # fmt: skip
-        amqp = await aio_pika.connect_robust(settings.amqp_url, timeout=settings.db_timeout)
+        amqp = BrokerProbe(settings.amqp_url, settings.db_timeout)
+        amqp.start()
         try:
             async with open_shards(settings) as shards:
                 edge = Edge(client, settings.idempotency_lock_ms, settings.idempotency_cache_s)
@@ -52,7 +53,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     else:
         message = f"Unrecognized request URL: {request.url.path}."
         error = ApiError(404, "invalid_request_error", "resource_missing", message)
-    return http.error_response(error, http.request_id(request))
+    return http.error_response(error, http.request_id(request), dict(exc.headers or {}))
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.requests import Request
 
 from gateway.auth import MerchantCache
+from gateway.broker import BrokerProbe
 from gateway.edge import Edge
 from shardpay.config import Settings
 from shards.pools import Shards
@@ -19,7 +19,7 @@ class Resources:
     shards: Shards
     edge: Edge
     merchants: MerchantCache
-    amqp: Any  # aio_pika's robust connection: only /readyz looks at it
+    amqp: BrokerProbe  # only /readyz looks at it
 
 
 def resources(request: Request) -> Resources:

@@ -12,6 +12,8 @@ import uvloop
 from shardpay import commands
 from shardpay.commands.base import CliError, Handler
 from shardpay.config import ConfigError, Settings
+from shardpay.domain.errors import ApiError
+from shards.errors import TRANSIENT
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,6 +21,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands.register(sub)
     return parser
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(orjson.dumps({"error": message}).decode() + "\n")
+    raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,8 +37,11 @@ def main(argv: list[str] | None = None) -> None:
         if inspect.iscoroutine(result):
             result = uvloop.run(result)
     except (CliError, ConfigError) as exc:
-        sys.stderr.write(orjson.dumps({"error": str(exc)}).decode() + "\n")
-        raise SystemExit(1) from None
+        _fail(str(exc))
+    except ApiError as exc:
+        _fail(exc.message)
+    except TRANSIENT as exc:
+        _fail(f"a database is unreachable: {exc.__class__.__name__}: {exc}")
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     if result is not None:

@@ -30,7 +30,7 @@ def new_id(prefix: str, slot: int) -> str:
 
 def parse(object_id: str, prefix: str) -> int | None:
     """The slot of a well-formed id with this prefix, or None: callers answer 404 for None."""
-    match = _ID.match(object_id)
+    match = _ID.fullmatch(object_id)
     if match is None or match.group(1) != prefix:
         return None
     slot = int(match.group(2), 16)

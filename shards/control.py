@@ -40,7 +40,8 @@ async def create_merchant(
     webhook_secret = "whsec_" + secrets.token_urlsafe(32)
     async with _connection(control) as conn, conn.transaction():
         await conn.execute(
-            "INSERT INTO merchants (id, name, webhook_url, webhook_secret, rate, burst) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO merchants (id, name, webhook_url, webhook_secret, rate, burst) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
             merchant.id, name, webhook_url, webhook_secret, rate, burst,
         )  # fmt: skip
         await conn.execute(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
 
 from shardpay.config import Settings
+from shards.errors import TRANSIENT
 from shards.router import SlotMap
 
 
@@ -37,9 +40,22 @@ async def _pool(dsn: str, settings: Settings, min_size: int, max_size: int) -> a
     return pool
 
 
+async def _warm(index: int, pool: asyncpg.Pool, count: int) -> None:
+    """Open ``count`` connections now so the first requests don't pay for them; a shard that is down is
+    reported and left to connect on demand (its requests answer 503 meanwhile)."""
+    try:
+        held = [await pool.acquire() for _ in range(count)]
+    except TRANSIENT as exc:
+        sys.stderr.write(f'{{"event": "shard.unreachable", "shard": {index}, "error": "{type(exc).__name__}"}}\n')
+        return
+    for connection in held:
+        await pool.release(connection)
+
+
 @contextlib.asynccontextmanager
 async def open_shards(settings: Settings, pool_max: int | None = None) -> AsyncIterator[Shards]:
-    """Connect to the control database and every shard; fail fast if any is unreachable."""
+    """Connect to the control database (fail fast: without the slot map nothing routes) and to every shard
+    (lazily: one shard being down must not keep the others from serving)."""
     size = pool_max or settings.pool_max
     opened: list[asyncpg.Pool] = []
     try:
@@ -51,8 +67,10 @@ async def open_shards(settings: Settings, pool_max: int | None = None) -> AsyncI
                 f"slot_map names {slots.shard_count} shards but SHARDPAY_SHARD_DSNS lists {settings.shard_count}"
             )
         for dsn in settings.shard_dsns:
-            opened.append(await _pool(dsn, settings, min(settings.pool_min, size), size))
-        yield Shards(control=control, pools=tuple(opened[1:]), slots=slots)
+            opened.append(await _pool(dsn, settings, 0, size))
+        pools = tuple(opened[1:])
+        await asyncio.gather(*(_warm(i, pool, min(settings.pool_min, size)) for i, pool in enumerate(pools)))
+        yield Shards(control=control, pools=pools, slots=slots)
     finally:
         for pool in opened:
             await pool.close()

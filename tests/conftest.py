@@ -26,7 +26,8 @@ from shards.control import create_merchant
 from shards.migrate import migrate
 from shards.pools import Shards, open_shards
 
-TEST_PREFIX = "shardpay_test"
+# Two test sessions at once (two checkouts, CI beside a developer) must not drop each other's databases.
+TEST_PREFIX = os.environ.get("SHARDPAY_TEST_PREFIX", "shardpay_test")
 
 
 def free_port() -> int:
@@ -44,6 +45,7 @@ def stack_env(**overrides: str) -> dict[str, str]:
         "SHARDPAY_SHARDS": "4",
         "SHARDPAY_REDIS_URL": "redis://127.0.0.1:6379/15",
         "SHARDPAY_WORKERS": "1",
+        "SHARDPAY_POOL_MAX": "6",
         "SHARDPAY_LOG_REQUESTS": "false",
         "SHARDPAY_DEFAULT_RATE": "100000",
         "SHARDPAY_DEFAULT_BURST": "100000",

@@ -44,8 +44,9 @@ class ApiError(Exception):
 
     @classmethod
     def insufficient_funds(cls) -> ApiError:
-        return cls(402, "payment_error", "insufficient_funds", "The source wallet's available balance is too low.",
-                   "amount")
+        return cls(
+            402, "payment_error", "insufficient_funds", "The source wallet's available balance is too low.", "amount"
+        )
 
     @classmethod
     def currency_mismatch(cls, message: str) -> ApiError:

@@ -84,7 +84,7 @@ def _entry_number(starting_after: str | None) -> int | None:
     if starting_after is None:
         return None
     number = starting_after.removeprefix("ent_")
-    if not starting_after.startswith("ent_") or not number.isdigit() or len(number) > 18:
+    if not starting_after.startswith("ent_") or not (number.isascii() and number.isdigit()) or len(number) > 18:
         raise ApiError.invalid("starting_after", f"'starting_after' must be a ledger entry id, got {starting_after!r}.")
     return int(number)
 

@@ -1,0 +1,121 @@
+"""Saga recovery: finish cross-shard transfers that the gateway left half done (a crash, a slow or down shard).
+
+A transfer still 'debited' after ``saga_recovery_after`` seconds gets legs 2 and 3 again; past
+``saga_abort_after`` it is fenced off on the destination shard and the source is refunded (unless leg 2 got
+there first, in which case it settles). Every leg is idempotent in SQL, so any number of workers, and the
+gateway's own inline completion, may race on the same transfer: each leg still applies once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+import sys
+import time
+from collections import Counter
+
+import asyncpg
+import orjson
+
+from shardpay import ids
+from shardpay.config import Settings
+from shardpay.domain.errors import ApiError
+from shardpay.services import saga
+from shards.errors import on_shard
+from shards.pools import Shards, open_shards
+
+BATCH = 32  # transfers settled concurrently: each holds a connection on two shards for a moment
+PAUSE = 1.0  # seconds between passes
+
+# Keyset-paged over the partial index transfers_saga_open, oldest first.
+_STUCK = (
+    "SELECT *, created_at < now() - make_interval(secs => $2) AS expired FROM transfers "
+    "WHERE saga_state = 'debited' AND created_at < now() - make_interval(secs => $1) "
+    "AND (created_at, id) > ($3, $4) ORDER BY created_at, id LIMIT $5"
+)
+_BEGINNING: tuple[dt.datetime, str] = (dt.datetime.min.replace(tzinfo=dt.UTC), "")
+# A deadlock or serialization failure rolled the leg back: the next pass runs it again.
+_RETRY_LATER = (asyncpg.TransactionRollbackError,)
+
+
+async def recover_once(shards: Shards, settings: Settings) -> dict[str, int]:
+    """One pass over every shard; a shard that is down is counted and skipped, the others carry on."""
+    passes = await asyncio.gather(*(recover_shard(shards, settings, i) for i in range(len(shards.pools))))
+    return dict(sum(passes, Counter[str]()))
+
+
+async def recover_shard(
+    shards: Shards, settings: Settings, shard: int, stop: asyncio.Event | None = None
+) -> Counter[str]:
+    """Every transfer sourced on ``shard`` that is stuck now, in batches of BATCH (until ``stop`` is set)."""
+    counts: Counter[str] = Counter()
+    after = _BEGINNING
+    down: set[int] = set()
+    while stop is None or not stop.is_set():
+        try:
+            batch = await on_shard(shard, _stuck(shards.pool(shard), settings, after))
+        except ApiError:
+            counts["shard_unavailable"] += 1
+            return counts
+        counts["found"] += len(batch)
+        counts.update(await asyncio.gather(*(_recover(shards, row, down) for row in batch)))
+        if len(batch) < BATCH:
+            return counts
+        after = (batch[-1]["created_at"], batch[-1]["id"])
+    return counts
+
+
+async def _stuck(pool: asyncpg.Pool, settings: Settings, after: tuple[dt.datetime, str]) -> list[asyncpg.Record]:
+    return await pool.fetch(_STUCK, settings.saga_recovery_after, settings.saga_abort_after, after[0], after[1], BATCH)
+
+
+async def _recover(shards: Shards, transfer: asyncpg.Record, down: set[int]) -> str:
+    """Settle or abort one transfer; returns what became of it (a key of the pass's counts)."""
+    slot = ids.parse(transfer["destination"], "wal")
+    destination = shards.index_of(slot) if slot is not None else None
+    if destination in down:
+        return "skipped"  # its shard already failed this pass: do not wait on it once per transfer
+    try:
+        if transfer["expired"]:
+            return await saga.abort(shards, transfer)
+        return await saga.settle(shards, transfer)
+    except ApiError as error:
+        if error.status != 503:
+            raise
+        if destination is not None:
+            down.add(destination)
+        return "unavailable"
+    except _RETRY_LATER:
+        return "retry"
+
+
+async def run_forever(settings: Settings) -> None:
+    """``shardpay recover``: a pass per source shard every PAUSE seconds until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with open_shards(settings, pool_max=BATCH) as shards:
+            # One loop per source shard, so a slow or down shard never delays the others.
+            await asyncio.gather(*(_keep_recovering(shards, settings, i, stop) for i in range(len(shards.pools))))
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _keep_recovering(shards: Shards, settings: Settings, shard: int, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        counts = await recover_shard(shards, settings, shard, stop)
+        if any(counts.values()):
+            _log(shard, counts)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PAUSE)
+
+
+def _log(shard: int, counts: Counter[str]) -> None:
+    line = {"ts": round(time.time(), 3), "event": "saga_recovery", "shard": shard, **counts}
+    sys.stderr.write(orjson.dumps(line).decode() + "\n")
+    sys.stderr.flush()
