@@ -23,11 +23,13 @@ from shardpay import ids
 from shardpay.config import Settings
 from shardpay.domain.errors import ApiError
 from shardpay.services import saga
-from shards.errors import on_shard
+from shards.errors import TRANSIENT, on_shard
 from shards.pools import Shards, open_shards
+from shards.retention import prune_idempotency
 
 BATCH = 32  # transfers settled concurrently: each holds a connection on two shards for a moment
 PAUSE = 1.0  # seconds between passes
+PRUNE_EVERY = 300.0  # seconds between sweeps of expired idempotency records
 
 # Keyset-paged over the partial index transfers_saga_open, oldest first.
 _STUCK = (
@@ -107,12 +109,24 @@ async def run_forever(settings: Settings) -> None:
 
 
 async def _keep_recovering(shards: Shards, settings: Settings, shard: int, stop: asyncio.Event) -> None:
+    next_prune = 0.0
     while not stop.is_set():
         counts = await recover_shard(shards, settings, shard, stop)
+        if time.monotonic() >= next_prune:
+            # The same housekeeping loop keeps idempotency records for their 24 hours, and no longer.
+            counts["idempotency_pruned"] = await _prune(shards, shard)
+            next_prune = time.monotonic() + PRUNE_EVERY
         if any(counts.values()):
             _log(shard, counts)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), PAUSE)
+
+
+async def _prune(shards: Shards, shard: int) -> int:
+    try:
+        return await prune_idempotency(shards.pool(shard))
+    except TRANSIENT:
+        return 0
 
 
 def _log(shard: int, counts: Counter[str]) -> None:

@@ -40,7 +40,15 @@ class _Route:
 
 
 async def create(shards: Shards, caller: Caller, cmd: CreateTransfer, inline_timeout: float) -> Outcome:
-    route = await _route(shards, caller, cmd)
+    try:
+        route = await _route(shards, caller, cmd)
+    except ApiError as error:
+        # The destination's shard is down: a retry of a transfer that already happened can still be answered
+        # from the source shard's record; a new transfer has to wait for the shard (503).
+        stored = await _stored(shards, caller, cmd) if error.status == 503 else None
+        if stored is None:
+            raise
+        return stored
     request = _open_request(caller, cmd, route)
     pool = shards.pool(route.source_shard)
     try:
@@ -87,6 +95,18 @@ def _open_request(caller: Caller, cmd: CreateTransfer, route: _Route) -> ledger.
         cmd.currency, cmd.description, caller.request_id, created, route.cross, orjson.dumps(obj).decode(),
         fail_body, event_id, event_body,
     )  # fmt: skip
+
+
+async def _stored(shards: Shards, caller: Caller, cmd: CreateTransfer) -> Outcome | None:
+    slot = ids.parse(cmd.source, "wal")
+    assert slot is not None, "_route parsed it already"
+    shard = shards.index_of(slot)
+    applied = await on_shard(shard, ledger.replay(shards.pool(shard), caller.merchant_id, caller.key, caller.print))
+    if applied.outcome == "key_reused":
+        raise key_reused()
+    if applied.outcome != "replay" or applied.status is None or applied.body is None:
+        return None
+    return Outcome.from_store(applied.status, applied.body, replayed=True)
 
 
 def _raise_unstored(outcome: str, cmd: CreateTransfer) -> None:

@@ -300,3 +300,27 @@ async def test_destination_down_after_leg_one_answers_processing_and_recovery_fi
     assert (await client.get(f"/v1/transfers/{created['id']}")).json()["status"] == "succeeded"
     assert [await available(client, w) for w in (source, destination)] == [40, 60]
     await audit_clean(migrated)
+
+
+async def test_retry_of_a_finished_cross_shard_transfer_is_answered_while_its_destination_is_down(
+    client: httpx.AsyncClient, shards: Shards, migrated: Settings
+) -> None:
+    source = await new_wallet(client, shards, funds=100, shard=0)
+    destination = await new_wallet(client, shards, shard=1)
+    body = {"source": source, "destination": destination, "amount": 40, "currency": "USD"}
+    idem = key()
+    first = await post(client, "/v1/transfers", body, idem)
+    assert first.status_code == 201 and first.json()["status"] == "succeeded"
+
+    dead = await asyncpg.create_pool("postgresql://postgres@127.0.0.1:1/none", min_size=0, max_size=1)
+    broken = Shards(shards.control, tuple(dead if i == 1 else p for i, p in enumerate(shards.pools)), shards.slots)
+    merchant_id = await shards.pool(0).fetchval("SELECT merchant_id FROM accounts WHERE id = $1", source)
+    fingerprint = idempotency.fingerprint("POST", "/v1/transfers", body)
+    caller = Caller(merchant_id, "req_retry", idem, fingerprint)
+    replay = await transfers.create(broken, caller, transfers.CreateTransfer(source, destination, 40, "USD", None), 1.0)
+    assert replay.replayed and replay.status == 201 and orjson.loads(replay.body)["id"] == first.json()["id"]
+    with pytest.raises(ApiError) as fresh:
+        await transfers.create(broken, Caller(merchant_id, "req_new", key(), fingerprint),
+                               transfers.CreateTransfer(source, destination, 40, "USD", None), 1.0)  # fmt: skip
+    assert fresh.value.status == 503
+    await dead.close()
