@@ -27,11 +27,15 @@ REDIS_TRANSIENT: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
-_WRITE = ratelimit.LUA + idempotency.LUA + """
+_WRITE = (
+    ratelimit.LUA
+    + idempotency.LUA
+    + """
 local rl = gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
 if rl[1] == 0 then return {rl} end
 return {rl, idem_begin(KEYS[2], ARGV[3], tonumber(ARGV[4]))}
 """
+)
 _READ = ratelimit.LUA + "\nreturn gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
 _FINISH = idempotency.LUA + "\nreturn idem_finish(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]))\n"
 

@@ -25,6 +25,8 @@ def string(params: dict[str, Any], name: str, max_length: int, required: bool = 
         raise ApiError.missing(name)
     if len(value) > max_length:
         raise ApiError.invalid(name, f"'{name}' must be at most {max_length} characters, got {len(value)}.")
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database
+        raise ApiError.invalid(name, f"'{name}' must not contain NUL (U+0000) characters.")
     return value
 
 
@@ -42,14 +44,14 @@ def metadata(params: dict[str, Any], name: str = "metadata") -> dict[str, str] |
     if not isinstance(value, dict) or len(value) > 50:
         raise ApiError.invalid(name, f"'{name}' must be an object of at most 50 string values.")
     for key, item in value.items():
-        if len(key) > 40 or not isinstance(item, str) or len(item) > 500:
-            raise ApiError.invalid(name, f"'{name}[{key[:40]}]' must be a string of at most 500 characters.")
+        if len(key) > 40 or not isinstance(item, str) or len(item) > 500 or "\x00" in key + item:
+            raise ApiError.invalid(name, f"'{name}[{key[:40]}]' must be a string of at most 500 characters, no NUL.")
     return value
 
 
 def limit(raw: str | None, default: int = 10, maximum: int = 100) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
         raise ApiError.invalid("limit", f"'limit' must be an integer between 1 and {maximum}, got {raw!r}.")
     return int(raw)
