@@ -5,6 +5,7 @@ The performance work batches ``open_transfer``: keep callers going through this 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -82,24 +83,31 @@ async def replay(pool: asyncpg.Pool, merchant_id: str, key: str, fingerprint: st
     return Applied(row["outcome"] or "missing", row["status"], row["body"])
 
 
+async def _inbound(
+    sql: str, pool: asyncpg.Pool, transfer_id: str, merchant_id: str, destination: str, amount: int, currency: str
+) -> str:
+    result: str = await pool.fetchval(sql, transfer_id, merchant_id, destination, amount, currency)
+    return result
+
+
 async def credit_inbound(
     pool: asyncpg.Pool, transfer_id: str, merchant_id: str, destination: str, amount: int, currency: str
 ) -> str:
     """Second saga leg on the destination shard: 'applied' or 'aborted', at most one credit per transfer."""
-    result: str = await pool.fetchval(
-        "SELECT sp_credit_inbound($1, $2, $3, $4, $5)", transfer_id, merchant_id, destination, amount, currency
-    )
-    return result
+    sql = "SELECT sp_credit_inbound($1, $2, $3, $4, $5)"
+    return await _inbound(sql, pool, transfer_id, merchant_id, destination, amount, currency)
 
 
 async def fence_inbound(
     pool: asyncpg.Pool, transfer_id: str, merchant_id: str, destination: str, amount: int, currency: str
 ) -> str:
     """Recovery's fence on the destination shard: returns 'applied' (too late to abort) or 'aborted'."""
-    result: str = await pool.fetchval(
-        "SELECT sp_fence_inbound($1, $2, $3, $4, $5)", transfer_id, merchant_id, destination, amount, currency
-    )
-    return result
+    sql = "SELECT sp_fence_inbound($1, $2, $3, $4, $5)"
+    return await _inbound(sql, pool, transfer_id, merchant_id, destination, amount, currency)
+
+
+# Either second-leg step: credit the destination, or fence the transfer off.
+InboundStep = Callable[[asyncpg.Pool, str, str, str, int, str], Awaitable[str]]
 
 
 async def finish_transfer(

@@ -27,18 +27,17 @@ def _shard_of(shards: Shards, object_id: str, prefix: str) -> int:
 
 async def settle(shards: Shards, transfer: asyncpg.Record) -> str:
     """Run leg 2 then leg 3; returns the transfer's final status."""
-    dst = _shard_of(shards, transfer["destination"], "wal")
-    inbound = await on_shard(dst, ledger.credit_inbound(
-        shards.pool(dst), transfer["id"], transfer["merchant_id"], transfer["destination"],
-        transfer["amount"], transfer["currency"],
-    ))  # fmt: skip
-    return await finish(shards, transfer, inbound)
+    return await _second_leg(shards, transfer, ledger.credit_inbound)
 
 
 async def abort(shards: Shards, transfer: asyncpg.Record) -> str:
     """Fence leg 2 off on the destination shard, then finish with whatever it holds (recovery's last resort)."""
+    return await _second_leg(shards, transfer, ledger.fence_inbound)
+
+
+async def _second_leg(shards: Shards, transfer: asyncpg.Record, step: ledger.InboundStep) -> str:
     dst = _shard_of(shards, transfer["destination"], "wal")
-    inbound = await on_shard(dst, ledger.fence_inbound(
+    inbound = await on_shard(dst, step(
         shards.pool(dst), transfer["id"], transfer["merchant_id"], transfer["destination"],
         transfer["amount"], transfer["currency"],
     ))  # fmt: skip
