@@ -41,7 +41,11 @@ ERRORS: dict[int, tuple[str, tuple[str, ...], str]] = {
     413: ("invalid_request_error", ("body_too_large",), f"The body is over {MAX_BODY} bytes."),
     422: ("idempotency_error", ("idempotency_key_reused",), "This key was used with different parameters."),
     429: ("rate_limit_error", ("rate_limited",), "The API key's rate limit is exhausted."),
-    503: ("api_error", ("shard_unavailable", "dependency_unavailable"), "A dependency is down; retry later."),
+    503: (
+        "api_error",
+        ("shard_unavailable", "shard_overloaded", "dependency_unavailable"),
+        "A dependency is down or at capacity; retry later with the same key.",
+    ),
 }  # fmt: skip
 
 HEADERS: dict[str, tuple[Schema, str]] = {

@@ -5,7 +5,7 @@ The performance work batches ``open_transfer``: keep callers going through this 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -40,6 +40,9 @@ class OpenTransfer:
     event_body: str
 
 
+_FIELDS = tuple(OpenTransfer.__dataclass_fields__)
+
+
 async def open_transfer(pool: asyncpg.Pool, t: OpenTransfer) -> Applied:
     row = await pool.fetchrow(
         "SELECT * FROM sp_open_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
@@ -49,6 +52,20 @@ async def open_transfer(pool: asyncpg.Pool, t: OpenTransfer) -> Applied:
     )  # fmt: skip
     assert row is not None
     return Applied(row["outcome"], row["status"], row["body"])
+
+
+_OPEN_MANY = "SELECT * FROM sp_open_transfers(" + ", ".join(f"${i}" for i in range(1, 17)) + ")"
+
+
+async def open_transfers(pool: asyncpg.Pool, batch: Sequence[OpenTransfer]) -> list[Applied]:
+    """Group commit: open every transfer of ``batch`` in one transaction; each gets its own outcome."""
+    columns = [[getattr(t, name) for t in batch] for name in _FIELDS]
+    rows = await pool.fetch(_OPEN_MANY, *columns)
+    results: list[Applied | None] = [None] * len(batch)
+    for row in rows:
+        results[row["idx"]] = Applied(row["outcome"], row["status"], row["body"])
+    assert all(r is not None for r in results), "sp_open_transfers answered for every transfer"
+    return [r for r in results if r is not None]
 
 
 @dataclass(frozen=True)

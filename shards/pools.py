@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
 from shardpay.config import Settings
+from shards.batcher import Batcher
 from shards.errors import TRANSIENT
 from shards.router import SlotMap
 
@@ -20,6 +21,11 @@ class Shards:
     control: asyncpg.Pool
     pools: tuple[asyncpg.Pool, ...]
     slots: SlotMap
+    # Group commit for transfers opened on each shard, per process.
+    batchers: tuple[Batcher, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "batchers", tuple(Batcher(pool, i) for i, pool in enumerate(self.pools)))
 
     def index_of(self, slot: int) -> int:
         return self.slots.shard_of(slot)

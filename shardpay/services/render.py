@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 import orjson
+
+# A transfer as stored: an asyncpg record, or the same fields in a dict when they are already in hand.
+Row = asyncpg.Record | Mapping[str, Any]
 
 
 def wallet(row: asyncpg.Record) -> dict[str, Any]:
@@ -38,7 +42,7 @@ def transfer(
     }
 
 
-def transfer_row(row: asyncpg.Record, status: str | None = None) -> dict[str, Any]:
+def transfer_row(row: Row, status: str | None = None) -> dict[str, Any]:
     return transfer(
         row["id"], row["source"], row["destination"], row["amount"], row["currency"], row["description"],
         status or row["status"], row["created"],

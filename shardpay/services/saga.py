@@ -8,12 +8,12 @@ local transaction and may run again after a crash without effect.
 
 from __future__ import annotations
 
-import asyncpg
 import orjson
 
 from shardpay import ids
 from shardpay.domain.events import render_event
 from shardpay.services import render
+from shardpay.services.render import Row
 from shards import ledger
 from shards.errors import on_shard
 from shards.pools import Shards
@@ -25,17 +25,17 @@ def _shard_of(shards: Shards, object_id: str, prefix: str) -> int:
     return shards.index_of(slot)
 
 
-async def settle(shards: Shards, transfer: asyncpg.Record) -> str:
+async def settle(shards: Shards, transfer: Row) -> str:
     """Run leg 2 then leg 3; returns the transfer's final status."""
     return await _second_leg(shards, transfer, ledger.credit_inbound)
 
 
-async def abort(shards: Shards, transfer: asyncpg.Record) -> str:
+async def abort(shards: Shards, transfer: Row) -> str:
     """Fence leg 2 off on the destination shard, then finish with whatever it holds (recovery's last resort)."""
     return await _second_leg(shards, transfer, ledger.fence_inbound)
 
 
-async def _second_leg(shards: Shards, transfer: asyncpg.Record, step: ledger.InboundStep) -> str:
+async def _second_leg(shards: Shards, transfer: Row, step: ledger.InboundStep) -> str:
     dst = _shard_of(shards, transfer["destination"], "wal")
     inbound = await on_shard(dst, step(
         shards.pool(dst), transfer["id"], transfer["merchant_id"], transfer["destination"],
@@ -44,7 +44,7 @@ async def _second_leg(shards: Shards, transfer: asyncpg.Record, step: ledger.Inb
     return await finish(shards, transfer, inbound)
 
 
-async def finish(shards: Shards, transfer: asyncpg.Record, inbound: str) -> str:
+async def finish(shards: Shards, transfer: Row, inbound: str) -> str:
     status = "succeeded" if inbound == "applied" else "failed"
     obj = render.transfer_row(transfer, status)
     slot = ids.parse(transfer["id"], "tr")
