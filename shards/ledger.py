@@ -5,8 +5,9 @@ The performance work batches ``open_transfer``: keep callers going through this 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -40,9 +41,6 @@ class OpenTransfer:
     event_body: str
 
 
-_FIELDS = tuple(OpenTransfer.__dataclass_fields__)
-
-
 async def open_transfer(pool: asyncpg.Pool, t: OpenTransfer) -> Applied:
     row = await pool.fetchrow(
         "SELECT * FROM sp_open_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
@@ -54,18 +52,22 @@ async def open_transfer(pool: asyncpg.Pool, t: OpenTransfer) -> Applied:
     return Applied(row["outcome"], row["status"], row["body"])
 
 
-_OPEN_MANY = "SELECT * FROM sp_open_transfers(" + ", ".join(f"${i}" for i in range(1, 17)) + ")"
+async def _many(pool: asyncpg.Pool, function: str, batch: Sequence[Any]) -> list[asyncpg.Record]:
+    """Call a batch function with one array per dataclass field; its rows come back in batch order."""
+    names = tuple(batch[0].__dataclass_fields__)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+    rows = await pool.fetch(
+        f"SELECT * FROM {function}({placeholders})", *([getattr(b, n) for b in batch] for n in names)
+    )
+    ordered = sorted(rows, key=lambda row: int(row["idx"]))
+    assert [row["idx"] for row in ordered] == list(range(len(batch))), f"{function} answered for every call"
+    return ordered
 
 
 async def open_transfers(pool: asyncpg.Pool, batch: Sequence[OpenTransfer]) -> list[Applied]:
     """Group commit: open every transfer of ``batch`` in one transaction; each gets its own outcome."""
-    columns = [[getattr(t, name) for t in batch] for name in _FIELDS]
-    rows = await pool.fetch(_OPEN_MANY, *columns)
-    results: list[Applied | None] = [None] * len(batch)
-    for row in rows:
-        results[row["idx"]] = Applied(row["outcome"], row["status"], row["body"])
-    assert all(r is not None for r in results), "sp_open_transfers answered for every transfer"
-    return [r for r in results if r is not None]
+    rows = await _many(pool, "sp_open_transfers", batch)
+    return [Applied(row["outcome"], row["status"], row["body"]) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -123,8 +125,44 @@ async def fence_inbound(
     return await _inbound(sql, pool, transfer_id, merchant_id, destination, amount, currency)
 
 
-# Either second-leg step: credit the destination, or fence the transfer off.
-InboundStep = Callable[[asyncpg.Pool, str, str, str, int, str], Awaitable[str]]
+@dataclass(frozen=True)
+class Inbound:
+    transfer_id: str
+    merchant_id: str
+    destination: str
+    amount: int
+    currency: str
+
+
+async def credit_inbounds(pool: asyncpg.Pool, batch: Sequence[Inbound]) -> list[str]:
+    """Leg 2 for many transfers in one transaction on their destination shard."""
+    return [row["result"] for row in await _many(pool, "sp_credit_inbounds", batch)]
+
+
+async def credit_one(pool: asyncpg.Pool, i: Inbound) -> str:
+    return await credit_inbound(pool, i.transfer_id, i.merchant_id, i.destination, i.amount, i.currency)
+
+
+async def fence_one(pool: asyncpg.Pool, i: Inbound) -> str:
+    return await fence_inbound(pool, i.transfer_id, i.merchant_id, i.destination, i.amount, i.currency)
+
+
+@dataclass(frozen=True)
+class Finish:
+    transfer_id: str
+    inbound: str
+    body: str
+    event_id: str
+    event_body: str
+
+
+async def finish_transfers(pool: asyncpg.Pool, batch: Sequence[Finish]) -> list[str]:
+    """Leg 3 for many transfers in one transaction on their source shard."""
+    return [row["result"] for row in await _many(pool, "sp_finish_transfers", batch)]
+
+
+async def finish_one(pool: asyncpg.Pool, f: Finish) -> str:
+    return await finish_transfer(pool, f.transfer_id, f.inbound, f.body, f.event_id, f.event_body)
 
 
 async def finish_transfer(

@@ -7,13 +7,32 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import asyncpg
 
 from shardpay.config import Settings
+from shards import ledger
 from shards.batcher import Batcher
 from shards.errors import TRANSIENT
 from shards.router import SlotMap
+
+
+@dataclass(frozen=True)
+class ShardBatchers:
+    """Group commit for each money step on one shard (per process)."""
+
+    open: Batcher[ledger.OpenTransfer, ledger.Applied]
+    credit: Batcher[ledger.Inbound, str]
+    finish: Batcher[ledger.Finish, str]
+
+    @classmethod
+    def of(cls, shard: int, pool: asyncpg.Pool) -> ShardBatchers:
+        return cls(
+            Batcher(shard, partial(ledger.open_transfers, pool), partial(ledger.open_transfer, pool)),
+            Batcher(shard, partial(ledger.credit_inbounds, pool), partial(ledger.credit_one, pool)),
+            Batcher(shard, partial(ledger.finish_transfers, pool), partial(ledger.finish_one, pool)),
+        )
 
 
 @dataclass(frozen=True)
@@ -21,11 +40,10 @@ class Shards:
     control: asyncpg.Pool
     pools: tuple[asyncpg.Pool, ...]
     slots: SlotMap
-    # Group commit for transfers opened on each shard, per process.
-    batchers: tuple[Batcher, ...] = field(init=False)
+    batchers: tuple[ShardBatchers, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "batchers", tuple(Batcher(pool, i) for i, pool in enumerate(self.pools)))
+        object.__setattr__(self, "batchers", tuple(ShardBatchers.of(i, pool) for i, pool in enumerate(self.pools)))
 
     def index_of(self, slot: int) -> int:
         return self.slots.shard_of(slot)

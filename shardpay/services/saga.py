@@ -25,22 +25,23 @@ def _shard_of(shards: Shards, object_id: str, prefix: str) -> int:
     return shards.index_of(slot)
 
 
+def _inbound(transfer: Row) -> ledger.Inbound:
+    return ledger.Inbound(
+        transfer["id"], transfer["merchant_id"], transfer["destination"], transfer["amount"], transfer["currency"]
+    )
+
+
 async def settle(shards: Shards, transfer: Row) -> str:
-    """Run leg 2 then leg 3; returns the transfer's final status."""
-    return await _second_leg(shards, transfer, ledger.credit_inbound)
+    """Run leg 2 then leg 3 (each batched with its shard's other sagas); returns the transfer's final status."""
+    dst = _shard_of(shards, transfer["destination"], "wal")
+    inbound = await on_shard(dst, shards.batchers[dst].credit.submit(_inbound(transfer)))
+    return await finish(shards, transfer, inbound)
 
 
 async def abort(shards: Shards, transfer: Row) -> str:
     """Fence leg 2 off on the destination shard, then finish with whatever it holds (recovery's last resort)."""
-    return await _second_leg(shards, transfer, ledger.fence_inbound)
-
-
-async def _second_leg(shards: Shards, transfer: Row, step: ledger.InboundStep) -> str:
     dst = _shard_of(shards, transfer["destination"], "wal")
-    inbound = await on_shard(dst, step(
-        shards.pool(dst), transfer["id"], transfer["merchant_id"], transfer["destination"],
-        transfer["amount"], transfer["currency"],
-    ))  # fmt: skip
+    inbound = await on_shard(dst, ledger.fence_one(shards.pool(dst), _inbound(transfer)))
     return await finish(shards, transfer, inbound)
 
 
@@ -53,6 +54,5 @@ async def finish(shards: Shards, transfer: Row, inbound: str) -> str:
         f"transfer.{status}", transfer["merchant_id"], transfer["request_id"], obj, slot
     )
     src = shards.index_of(slot)
-    return await on_shard(src, ledger.finish_transfer(
-        shards.pool(src), transfer["id"], inbound, orjson.dumps(obj).decode(), event_id, event_body
-    ))  # fmt: skip
+    step = ledger.Finish(transfer["id"], inbound, orjson.dumps(obj).decode(), event_id, event_body)
+    return await on_shard(src, shards.batchers[src].finish.submit(step))

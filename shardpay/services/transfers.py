@@ -53,7 +53,7 @@ async def create(shards: Shards, caller: Caller, cmd: CreateTransfer, inline_tim
     request = _open_request(caller, cmd, route)
     pool = shards.pool(route.source_shard)
     try:
-        applied = await on_shard(route.source_shard, shards.batchers[route.source_shard].open_transfer(request))
+        applied = await on_shard(route.source_shard, shards.batchers[route.source_shard].open.submit(request))
     except asyncpg.UniqueViolationError:
         # A concurrent request with the same key committed first (Redis was bypassed): answer with its response.
         applied = await on_shard(route.source_shard, ledger.replay(pool, caller.merchant_id, caller.key, caller.print))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from functools import partial
 from typing import Any
 
 import httpx
@@ -29,6 +30,11 @@ def request(
     route = transfers._Route(int(source[4:8], 16), 0, 0)
     cmd = transfers.CreateTransfer(source, destination, amount, "USD", None)
     return transfers._open_request(caller, cmd, route)
+
+
+def opener(shards: Shards, **limits: int) -> Batcher[ledger.OpenTransfer, ledger.Applied]:
+    pool = shards.pool(0)
+    return Batcher(0, partial(ledger.open_transfers, pool), partial(ledger.open_transfer, pool), **limits)
 
 
 async def owner(shards: Shards, wallet: str) -> Any:
@@ -57,8 +63,8 @@ async def test_concurrent_submissions_are_batched_and_answered_each(client: http
     source = await new_wallet(client, shards, funds=1_000, shard=0)
     destination = await new_wallet(client, shards, shard=0)
     merchant_id = await owner(shards, source)
-    batcher = Batcher(shards.pool(0), 0, max_batch=16, max_inflight=1)
-    results = await asyncio.gather(*(batcher.open_transfer(request(merchant_id, source, destination, 10))
+    batcher = opener(shards, max_batch=16, max_inflight=1)
+    results = await asyncio.gather(*(batcher.submit(request(merchant_id, source, destination, 10))
                                      for _ in range(120)))  # fmt: skip
     assert [r.outcome for r in results].count("applied") == 100
     assert [r.outcome for r in results].count("insufficient_funds") == 20
@@ -70,9 +76,9 @@ async def test_full_queue_answers_503_at_once(client: httpx.AsyncClient, shards:
     source = await new_wallet(client, shards, funds=1_000, shard=0)
     destination = await new_wallet(client, shards, shard=0)
     merchant_id = await owner(shards, source)
-    batcher = Batcher(shards.pool(0), 0, max_batch=1, max_inflight=1, queue_limit=5)
+    batcher = opener(shards, max_batch=1, max_inflight=1, queue_limit=5)
     started = time.monotonic()
-    outcomes = await asyncio.gather(*(batcher.open_transfer(request(merchant_id, source, destination, 1))
+    outcomes = await asyncio.gather(*(batcher.submit(request(merchant_id, source, destination, 1))
                                       for _ in range(40)), return_exceptions=True)  # fmt: skip
     refused = [o for o in outcomes if isinstance(o, ApiError)]
     assert refused and all(e.status == 503 and e.code == "shard_overloaded" for e in refused)
@@ -93,7 +99,29 @@ async def test_a_poisoned_batch_falls_back_to_singles(client: httpx.AsyncClient,
     first = request(merchant_id, source, destination, 5)
     await ledger.open_transfer(shards.pool(0), first)
     poison = dataclasses.replace(request(merchant_id, source, destination, 5), transfer_id=first.transfer_id)
-    batcher = Batcher(shards.pool(0), 0, max_batch=8, max_inflight=1)
-    outcomes = await asyncio.gather(batcher.open_transfer(poison), batcher.open_transfer(good), return_exceptions=True)
+    batcher = opener(shards, max_batch=8, max_inflight=1)
+    outcomes = await asyncio.gather(batcher.submit(poison), batcher.submit(good), return_exceptions=True)
     assert isinstance(outcomes[0], Exception)
     assert isinstance(outcomes[1], ledger.Applied) and outcomes[1].outcome == "applied"
+
+
+async def test_saga_legs_batch_once_each(client: httpx.AsyncClient, shards: Shards, migrated: Any) -> None:
+    source = await new_wallet(client, shards, funds=100, shard=0)
+    destination = await new_wallet(client, shards, shard=1)
+    merchant_id = await owner(shards, source)
+    opened = []
+    for amount in (10, 20):
+        t = dataclasses.replace(request(merchant_id, source, destination, amount), cross_shard=True)
+        assert (await ledger.open_transfer(shards.pool(0), t)).outcome == "applied"
+        opened.append(t)
+    legs = [ledger.Inbound(t.transfer_id, merchant_id, destination, t.amount, "USD") for t in opened]
+    # The first transfer's leg 2 twice in one batch: one credit.
+    assert await ledger.credit_inbounds(shards.pool(1), [legs[0], legs[0]]) == ["applied", "applied"]
+    assert await ledger.fence_one(shards.pool(1), legs[1]) == "aborted"
+    finish = [ledger.Finish(t.transfer_id, outcome, "{}", f"evt_{t.transfer_id[3:]}", "{}")
+              for t, outcome in zip(opened, ("applied", "aborted"), strict=True)]  # fmt: skip
+    assert await ledger.finish_transfers(shards.pool(0), finish) == ["succeeded", "failed"]
+    assert await ledger.finish_transfers(shards.pool(0), finish) == ["succeeded", "failed"]  # again: no effect
+    assert await shards.pool(1).fetchval("SELECT available FROM accounts WHERE id = $1", destination) == 10
+    assert await shards.pool(0).fetchval("SELECT available FROM accounts WHERE id = $1", source) == 90
+    await audit_clean(migrated)

@@ -271,6 +271,9 @@ class LegTwoFails:
     async def fetchval(self, query: str, *args: Any) -> Any:
         raise ConnectionRefusedError("the destination shard went down")
 
+    async def fetch(self, query: str, *args: Any) -> Any:  # leg 2 in a batch
+        raise ConnectionRefusedError("the destination shard went down")
+
 
 async def test_destination_down_after_leg_one_answers_processing_and_recovery_finishes(
     client: httpx.AsyncClient, shards: Shards, merchant: StackMerchant, dead_pool: asyncpg.Pool,
