@@ -80,32 +80,23 @@ async def _write(
 ) -> Outcome:  # fmt: skip
     if not decision.allowed:
         raise dataclasses.replace(_LIMITED, headers=decision.headers())
-    params = await _params(res, merchant, key, begin, request)
-    fingerprint = idempotency.fingerprint("POST", request.url.path, params)
-    caller = Caller(merchant.id, http.request_id(request), key, fingerprint)
-    if begin is not None and begin.state is State.CACHED:
-        return _replay(caller, begin)
-    if begin is not None and begin.state is State.LOCKED:
-        raise key_in_use()
+    caller: Caller | None = None
     outcome: Outcome | None = None
     try:
+        params = await http.read_json(request)
+        fingerprint = idempotency.fingerprint("POST", request.url.path, params)
+        caller = Caller(merchant.id, http.request_id(request), key, fingerprint)
+        if begin is not None and begin.state is State.CACHED:
+            return _replay(caller, begin)
+        if begin is not None and begin.state is State.LOCKED:
+            raise key_in_use()
         outcome = await _run(res, handler(res, caller, params, request))
         return outcome
     finally:
         if begin is not None and begin.state is State.ACQUIRED:
-            # Shielded: a cancelled request must still release its lock, or the key stays 409 until it expires.
-            await asyncio.shield(_finish(res, caller, begin, outcome))
-
-
-async def _params(
-    res: Resources, merchant: Merchant, key: str, begin: Begin | None, request: Request
-) -> dict[str, Any]:
-    try:
-        return await http.read_json(request)
-    except ApiError:
-        if begin is not None and begin.state is State.ACQUIRED:
-            await res.edge.finish(merchant.id, key, begin.token, None)
-        raise
+            # Whatever happened (bad body, client gone, cancelled): the lock is released, or the key would
+            # answer 409 until it expired. Shielded, so a cancellation cannot interrupt the release itself.
+            await asyncio.shield(_finish(res, merchant.id, key, begin, caller, outcome))
 
 
 def _replay(caller: Caller, begin: Begin) -> Outcome:
@@ -115,10 +106,12 @@ def _replay(caller: Caller, begin: Begin) -> Outcome:
     return Outcome(begin.stored.status, begin.stored.body, stored=True, replayed=True)
 
 
-async def _finish(res: Resources, caller: Caller, begin: Begin, outcome: Outcome | None) -> None:
-    cache = outcome is not None and outcome.stored and outcome.final and not outcome.replayed
-    stored = Stored(caller.print, outcome.status, outcome.body) if cache and outcome else None
-    await res.edge.finish(caller.merchant_id, caller.key, begin.token, stored)
+async def _finish(
+    res: Resources, merchant_id: str, key: str, begin: Begin, caller: Caller | None, outcome: Outcome | None
+) -> None:
+    cache = caller is not None and outcome is not None and outcome.stored and outcome.final and not outcome.replayed
+    stored = Stored(caller.print, outcome.status, outcome.body) if cache and caller and outcome else None
+    await res.edge.finish(merchant_id, key, begin.token, stored)
 
 
 def _bad_key(key: str | None) -> ApiError:

@@ -7,6 +7,7 @@ import time
 import traceback
 
 import orjson
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import http, metrics
@@ -63,6 +64,8 @@ class RequestContext:
         except ApiError as error:
             status = error.status
             await http.error_response(error, rid)(scope, receive, tagged)
+        except ClientDisconnect:
+            status = 499  # the client went away mid-request; nothing to answer, and not our error
         except Exception:
             log("error", request_id=rid, path=scope["path"], traceback=traceback.format_exc())
             if not sent:

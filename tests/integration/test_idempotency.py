@@ -141,3 +141,28 @@ async def test_redis_down_postgres_still_guarantees_one_effect(
             # Without the Redis lock, duplicates wait on the key's row in PostgreSQL and then replay.
             assert set(statuses) <= {201, 409} and statuses[201] >= 1, statuses
             assert await balance(client, source) == 90 and await balance(client, destination) == 10
+
+
+async def test_a_client_that_hangs_up_mid_body_does_not_hold_its_key(
+    client: httpx.AsyncClient, gateway: str, merchant: StackMerchant
+) -> None:
+    idem = key()
+    host, port = gateway.removeprefix("http://").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST /v1/wallets HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {merchant.api_key}\r\n"
+        f"Idempotency-Key: {idem}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        '{"currency":'.encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)  # the gateway has taken the key's lock and is waiting for the rest of the body
+    writer.close()
+    await writer.wait_closed()
+    for _ in range(20):  # the release happens when the server notices the hang-up: moments, not the lock's TTL
+        retry = await post(client, "/v1/wallets", {"currency": "USD"}, idem)
+        if retry.status_code != 409:
+            break
+        await asyncio.sleep(0.1)
+    assert retry.status_code == 201, retry.text
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/v1/wallets",status="500"' not in metrics
