@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m loadtest.bench`` (``make bench``) drives the whole stack over HTTP with wrk."""
