@@ -34,3 +34,9 @@ test: install services lint
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+# The benchmark (loadtest/bench.py): its own stack on port 8300 and databases shardpay_bench_*, wrk load, audit,
+# pgbench baseline, results in loadtest/results/. E.g. make bench ARGS="--scenario hot --duration 30".
+.PHONY: bench
+bench: install services
+	$(BIN)/python -m loadtest.bench $(ARGS)

@@ -1,0 +1,429 @@
+"""The benchmark's own shardpay stack: databases, broker vhost, Redis database, seeded wallets, processes.
+
+Everything is private to the benchmark: databases ``<prefix>_control`` / ``<prefix>_shard_<n>`` (dropped and
+re-created per run), Redis database 14 (flushed), RabbitMQ vhost ``shardpay_bench`` (deleted and re-created, so
+no stale event reaches the new run), its own port. Nothing here touches another stack's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from shardpay.config import Settings
+from shardpay.ids import new_id
+from shards.router import SlotMap
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+REDIS_DB = 14  # dev stacks use 0, the test suite 15
+VHOST = "shardpay_bench"
+CURRENCY = "USD"
+SEED_REF = "bench-seed"
+# The processes `shardpay run` supervises, started one by one so each one's CPU can be told apart.
+CHILDREN: dict[str, list[str]] = {
+    "gateway": ["serve"],
+    "relay": ["relay"],
+    "notifications": ["consume", "notifications"],
+    "analytics": ["consume", "analytics"],
+    "recovery": ["recover"],
+}
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on (a service is missing, a process died, a step timed out)."""
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def stack_env(prefix: str, shards: int, port: int, workers: int, extra: dict[str, str]) -> dict[str, str]:
+    """The environment for every shardpay process of the benchmark; no SHARDPAY_* of the caller leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDPAY_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(
+        {
+            "SHARDPAY_PG": PG,
+            "SHARDPAY_DB_PREFIX": prefix,
+            "SHARDPAY_SHARDS": str(shards),
+            "SHARDPAY_HOST": "127.0.0.1",
+            "SHARDPAY_PORT": str(port),
+            "SHARDPAY_WORKERS": str(workers),
+            "SHARDPAY_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
+            "SHARDPAY_AMQP_URL": f"amqp://guest:guest@127.0.0.1:5672/{VHOST}",
+            "SHARDPAY_LOG_REQUESTS": "false",
+            "SHARDPAY_DEFAULT_RATE": "1000000",
+            "SHARDPAY_DEFAULT_BURST": "1000000",
+        }
+    )
+    env.update({f"SHARDPAY_{k}": v for k, v in extra.items()})
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------- services
+
+
+def ensure_wrk() -> str:
+    """wrk from Debian's packages: installed with apt-get if missing (apt-get update first if needed)."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    say("wrk is missing: apt-get install -y wrk")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "wrk"]
+    if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True, timeout=600)
+        subprocess.run(install, env=env, check=True, capture_output=True, timeout=600)
+    found = shutil.which("wrk")
+    if not found:
+        raise BenchError("wrk did not install (apt-get install -y wrk)")
+    return found
+
+
+def check_services() -> None:
+    """PostgreSQL, Redis and RabbitMQ must answer on 127.0.0.1 (`make bench` runs infra/services.sh first)."""
+    import socket
+
+    for name, port in (("PostgreSQL", 5432), ("Redis", 6379), ("RabbitMQ", 5672)):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError:
+            raise BenchError(f"{name} is not answering on 127.0.0.1:{port}: run `make services` first") from None
+
+
+def port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def reset_redis() -> None:
+    import redis
+
+    client = redis.Redis.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}", socket_timeout=5)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def reset_vhost() -> None:
+    """A fresh RabbitMQ vhost, so a previous run's queued events never reach this run's consumers."""
+
+    def ctl(*args: str, check: bool = True) -> None:
+        done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, timeout=120)
+        if check and done.returncode != 0:
+            raise BenchError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.decode().strip()}")
+
+    if not shutil.which("rabbitmqctl"):
+        raise BenchError("rabbitmqctl not found (RabbitMQ is installed by `make services`)")
+    ctl("delete_vhost", VHOST, check=False)
+    ctl("add_vhost", VHOST)
+    ctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
+
+
+async def drop_databases(prefix: str, pattern: str = r"(control|shard_[0-9]+)") -> list[str]:
+    """Drop this prefix's databases (and only those)."""
+    admin = await asyncpg.connect(f"{PG}/postgres")
+    try:
+        rows = await admin.fetch(
+            "SELECT datname FROM pg_database WHERE datname ~ $1", f"^{re.escape(prefix)}_{pattern}$"
+        )
+        names = sorted(r["datname"] for r in rows)
+        for name in names:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return names
+    finally:
+        await admin.close()
+
+
+async def connection_headroom() -> int:
+    """How many more connections the server takes now (max_connections minus those open)."""
+    admin = await asyncpg.connect(f"{PG}/postgres")
+    try:
+        limit = int(await admin.fetchval("SHOW max_connections"))
+        reserved = int(await admin.fetchval("SHOW superuser_reserved_connections"))
+        used = int(await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"))
+        return limit - reserved - used
+    finally:
+        await admin.close()
+
+
+# --------------------------------------------------------------------------------------------------- shardpay CLI
+
+
+def cli(env: dict[str, str], *argv: str, timeout: float = 300, ok_codes: tuple[int, ...] = (0,)) -> Any:
+    """Run `shardpay ARGV` with the benchmark's environment and return its JSON output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "shardpay", *argv], env=env, capture_output=True, timeout=timeout, check=False
+    )
+    if done.returncode not in ok_codes:
+        raise BenchError(f"shardpay {' '.join(argv)} exited {done.returncode}: {done.stderr.decode().strip()[-2000:]}")
+    return orjson.loads(done.stdout) if done.stdout.strip() else None
+
+
+# ------------------------------------------------------------------------------------------------------ seeding
+
+
+@dataclass
+class Seeded:
+    merchant: str
+    api_key: str
+    wallets: list[str]  # index i lives on shard i % shards
+    per_shard: list[int]
+    balance: int
+    total: int
+    seconds: float
+
+
+async def seed(settings: Settings, merchant: str, api_key: str, wallets: int, balance: int) -> Seeded:
+    """``wallets`` USD wallets spread evenly over the shards, each funded with ``balance`` through the ledger.
+
+    Straight into each shard with COPY: a wallet row (available = balance) and, per wallet, one ledger
+    transaction of two entries (sys_funding_USD -balance, wallet +balance), so every rule of the audit holds.
+    """
+    started = time.monotonic()
+    control = await asyncpg.connect(settings.control_dsn)
+    try:
+        slots = await SlotMap.load(control)
+    finally:
+        await control.close()
+    shards = settings.shard_count
+    owned = [slots.slots_of(shard) for shard in range(shards)]
+    if any(not mine for mine in owned):
+        raise BenchError("a shard owns no slot in slot_map: cannot place wallets on it")
+    ids: list[str] = []
+    by_shard: list[list[str]] = [[] for _ in range(shards)]
+    for i in range(wallets):
+        shard = i % shards
+        mine = owned[shard]
+        wallet = new_id("wal", mine[(i // shards) % len(mine)])
+        ids.append(wallet)
+        by_shard[shard].append(wallet)
+    await asyncio.gather(
+        *(_seed_shard(dsn, merchant, by_shard[n], balance) for n, dsn in enumerate(settings.shard_dsns))
+    )
+    return Seeded(
+        merchant=merchant, api_key=api_key, wallets=ids, per_shard=[len(w) for w in by_shard], balance=balance,
+        total=wallets * balance, seconds=time.monotonic() - started,
+    )  # fmt: skip
+
+
+async def _seed_shard(dsn: str, merchant: str, wallets: list[str], balance: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            txns = await conn.fetchval(
+                "SELECT array_agg(nextval('ledger_txn_seq')) FROM generate_series(1, $1)", len(wallets)
+            )
+            await conn.copy_records_to_table(
+                "accounts",
+                records=[(w, merchant, "wallet", CURRENCY, balance) for w in wallets],
+                columns=("id", "merchant_id", "kind", "currency", "available"),
+            )
+            funding = f"sys_funding_{CURRENCY}"
+            entries: list[tuple[int, str, int, str, str, str, str]] = []
+            for txn, wallet in zip(txns, wallets, strict=True):
+                entries.append((txn, funding, -balance, CURRENCY, "adjustment", SEED_REF, "benchmark seed"))
+                entries.append((txn, wallet, balance, CURRENCY, "adjustment", SEED_REF, "benchmark seed"))
+            await conn.copy_records_to_table(
+                "ledger_entries",
+                records=entries,
+                columns=("txn_id", "account_id", "amount", "currency", "kind", "ref", "memo"),
+            )
+        await conn.execute("ANALYZE accounts")
+        await conn.execute("ANALYZE ledger_entries")
+    finally:
+        await conn.close()
+
+
+# -------------------------------------------------------------------------------------------- after the load
+
+
+async def in_flight(settings: Settings) -> tuple[int, int]:
+    """Cross-shard transfers whose saga is still open (count, amount), over all shards."""
+    count = amount = 0
+    for dsn in settings.shard_dsns:
+        conn = await asyncpg.connect(dsn)
+        try:
+            row = await conn.fetchrow(
+                "SELECT count(*) AS n, coalesce(sum(amount), 0) AS amount FROM transfers WHERE saga_state = 'debited'"
+            )
+        finally:
+            await conn.close()
+        assert row is not None
+        count += row["n"]
+        amount += int(row["amount"])
+    return count, amount
+
+
+async def settle(settings: Settings, limit: float) -> dict[str, Any]:
+    """Wait (at most ``limit`` s) until no cross-shard transfer is in flight."""
+    started = time.monotonic()
+    count, amount = await in_flight(settings)
+    first = count
+    while count and time.monotonic() - started < limit:
+        await asyncio.sleep(0.5)
+        count, amount = await in_flight(settings)
+    return {
+        "in_flight_at_end_of_load": first, "in_flight": count, "in_flight_amount": amount,
+        "seconds": round(time.monotonic() - started, 2), "settled": count == 0,
+    }  # fmt: skip
+
+
+async def ledger_state(settings: Settings, merchant: str) -> dict[str, Any]:
+    """Money (wallets, funding, transit, interchange), the merchant's transfers and idempotency keys, outbox."""
+    totals: dict[str, int] = {"wallets": 0, "wallet_count": 0, "funding": 0, "transit": 0, "interchange": 0}
+    transfers: dict[str, int] = {"rows": 0, "distinct_keys": 0, "cross_shard": 0}
+    statuses: dict[str, int] = {}
+    outbox_unpublished = 0
+    for dsn in settings.shard_dsns:
+        conn = await asyncpg.connect(dsn)
+        try:
+            wallets = await conn.fetchrow(
+                "SELECT coalesce(sum(available), 0) AS available, count(*) AS n FROM accounts WHERE kind = 'wallet'"
+            )
+            system = await conn.fetch(
+                "SELECT a.kind, coalesce(sum(e.amount), 0) AS total FROM accounts a "
+                "JOIN ledger_entries e ON e.account_id = a.id WHERE a.kind <> 'wallet' AND a.currency = $1 "
+                "GROUP BY 1",
+                CURRENCY,
+            )
+            made = await conn.fetchrow(
+                "SELECT count(*) AS rows, count(DISTINCT idempotency_key) AS keys, "
+                "count(*) FILTER (WHERE saga_state IS NOT NULL) AS cross FROM transfers WHERE merchant_id = $1",
+                merchant,
+            )
+            by_status = await conn.fetch(
+                "SELECT status, count(*) AS n FROM transfers WHERE merchant_id = $1 GROUP BY 1", merchant
+            )
+            outbox_unpublished += await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        finally:
+            await conn.close()
+        assert wallets is not None and made is not None
+        totals["wallets"] += int(wallets["available"])
+        totals["wallet_count"] += wallets["n"]
+        for row in system:
+            totals[row["kind"]] += int(row["total"])
+        transfers["rows"] += made["rows"]
+        transfers["distinct_keys"] += made["keys"]  # a key's transfers all live on its source's shard
+        transfers["cross_shard"] += made["cross"]
+        for row in by_status:
+            statuses[row["status"]] = statuses.get(row["status"], 0) + row["n"]
+    transfers["duplicated_keys"] = transfers["rows"] - transfers["distinct_keys"]
+    return {
+        "money": totals,
+        "transfers": {**transfers, "by_status": statuses},
+        "outbox_unpublished": outbox_unpublished,
+    }
+
+
+def money_check(seeded_total: int, state: dict[str, Any]) -> dict[str, Any]:
+    """The money in the system is exactly what was seeded: wallets + in flight == seeded == -funding."""
+    money = state["money"]
+    in_flight = money["transit"] + money["interchange"]
+    in_system = money["wallets"] + in_flight
+    ok = in_system == seeded_total and -money["funding"] == seeded_total
+    return {
+        "ok": ok, "seeded": seeded_total, "wallets": money["wallets"], "in_flight": in_flight,
+        "funding": money["funding"], "difference": in_system - seeded_total,
+    }  # fmt: skip
+
+
+# -------------------------------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Stack:
+    """The shardpay processes, each in its own process group (so stopping one stops its workers too)."""
+
+    env: dict[str, str]
+    logs: Path
+    port: int
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    metrics_dir: str = ""
+
+    def start(self) -> None:
+        self.metrics_dir = tempfile.mkdtemp(prefix="shardpay-bench-metrics-")
+        env = {**self.env, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for name, argv in CHILDREN.items():
+            with open(self.logs / f"{name}.log", "wb") as log:
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "shardpay", *argv],
+                    env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+
+    def dead(self) -> list[str]:
+        return [f"{name} (exit {p.returncode})" for name, p in self.procs.items() if p.poll() is not None]
+
+    def wait_ready(self, timeout: float) -> float:
+        """Until GET /readyz answers 200 (every shard, Redis and RabbitMQ reachable)."""
+        started = time.monotonic()
+        url = f"http://127.0.0.1:{self.port}/readyz"
+        while time.monotonic() - started < timeout:
+            if self.dead():
+                raise BenchError(f"stack process died: {', '.join(self.dead())}; see {self.logs}")
+            with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return time.monotonic() - started
+            time.sleep(0.25)
+        raise BenchError(f"the gateway was not ready within {timeout:.0f} s; see {self.logs}")
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.procs.items() if p.poll() is None}
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM every group, wait, then SIGKILL what is left: no process of ours outlives the benchmark."""
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.1, deadline - time.monotonic()))
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGKILL)  # the group: uvicorn workers too
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        self.procs.clear()
+        if self.metrics_dir:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self.metrics_dir = ""
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Signal every process of the group our child leads (start_new_session=True: its pid is the group id).
+
+    While the leader is not reaped, or any member is alive, the kernel does not hand that id to anyone else,
+    so these pids are ours; once the group is empty nothing is signalled.
+    """
+    import psutil
+
+    members = [proc.pid] if proc.poll() is None else []
+    for candidate in psutil.pids():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if candidate != proc.pid and os.getpgid(candidate) == proc.pid:
+                members.append(candidate)
+    for pid in members:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
