@@ -10,6 +10,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from shardpay.config import Settings
 from shards.errors import TRANSIENT as UNREACHABLE
+from shards.pools import create_pool
 
 # Unreachable, plus any server-side error: a long-running worker logs it and tries again after a pause
 # rather than dying (an unmigrated database, a statement timeout, a serialization failure).
@@ -21,11 +22,7 @@ Conn = asyncpg.Connection | PoolConnectionProxy
 
 async def lazy_pool(dsn: str, settings: Settings, max_size: int) -> asyncpg.Pool:
     """A pool that connects on first use, so a database that is down does not stop the process starting."""
-    pool = await asyncpg.create_pool(
-        dsn, min_size=0, max_size=max_size, command_timeout=settings.db_timeout, timeout=settings.db_timeout
-    )
-    assert pool is not None
-    return pool
+    return await create_pool(dsn, settings, 0, max_size)
 
 
 @contextlib.asynccontextmanager
