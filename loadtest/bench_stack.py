@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from shardpay import supervisor
 from shardpay.config import Settings
 from shardpay.ids import new_id
 from shards.router import SlotMap
@@ -35,14 +36,8 @@ REDIS_DB = 14  # dev stacks use 0, the test suite 15
 VHOST = "shardpay_bench"
 CURRENCY = "USD"
 SEED_REF = "bench-seed"
-# The processes `shardpay run` supervises, started one by one so each one's CPU can be told apart.
-CHILDREN: dict[str, list[str]] = {
-    "gateway": ["serve"],
-    "relay": ["relay"],
-    "notifications": ["consume", "notifications"],
-    "analytics": ["consume", "analytics"],
-    "recovery": ["recover"],
-}
+# The processes `shardpay run` supervises (started here one by one, so each one's CPU can be told apart).
+CHILDREN = supervisor.CHILDREN
 
 
 class BenchError(RuntimeError):
