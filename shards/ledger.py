@@ -102,27 +102,12 @@ async def replay(pool: asyncpg.Pool, merchant_id: str, key: str, fingerprint: st
     return Applied(row["outcome"] or "missing", row["status"], row["body"])
 
 
-async def _inbound(
-    sql: str, pool: asyncpg.Pool, transfer_id: str, merchant_id: str, destination: str, amount: int, currency: str
-) -> str:
-    result: str = await pool.fetchval(sql, transfer_id, merchant_id, destination, amount, currency)
+async def _one(pool: asyncpg.Pool, function: str, call: Any) -> str:
+    """Call a single-step function with the dataclass's fields as its arguments, in order."""
+    names = tuple(call.__dataclass_fields__)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+    result: str = await pool.fetchval(f"SELECT {function}({placeholders})", *(getattr(call, n) for n in names))
     return result
-
-
-async def credit_inbound(
-    pool: asyncpg.Pool, transfer_id: str, merchant_id: str, destination: str, amount: int, currency: str
-) -> str:
-    """Second saga leg on the destination shard: 'applied' or 'aborted', at most one credit per transfer."""
-    sql = "SELECT sp_credit_inbound($1, $2, $3, $4, $5)"
-    return await _inbound(sql, pool, transfer_id, merchant_id, destination, amount, currency)
-
-
-async def fence_inbound(
-    pool: asyncpg.Pool, transfer_id: str, merchant_id: str, destination: str, amount: int, currency: str
-) -> str:
-    """Recovery's fence on the destination shard: returns 'applied' (too late to abort) or 'aborted'."""
-    sql = "SELECT sp_fence_inbound($1, $2, $3, $4, $5)"
-    return await _inbound(sql, pool, transfer_id, merchant_id, destination, amount, currency)
 
 
 @dataclass(frozen=True)
@@ -134,17 +119,19 @@ class Inbound:
     currency: str
 
 
+async def credit_inbound(pool: asyncpg.Pool, leg: Inbound) -> str:
+    """Second saga leg on the destination shard: 'applied' or 'aborted', at most one credit per transfer."""
+    return await _one(pool, "sp_credit_inbound", leg)
+
+
 async def credit_inbounds(pool: asyncpg.Pool, batch: Sequence[Inbound]) -> list[str]:
     """Leg 2 for many transfers in one transaction on their destination shard."""
     return [row["result"] for row in await _many(pool, "sp_credit_inbounds", batch)]
 
 
-async def credit_one(pool: asyncpg.Pool, i: Inbound) -> str:
-    return await credit_inbound(pool, i.transfer_id, i.merchant_id, i.destination, i.amount, i.currency)
-
-
-async def fence_one(pool: asyncpg.Pool, i: Inbound) -> str:
-    return await fence_inbound(pool, i.transfer_id, i.merchant_id, i.destination, i.amount, i.currency)
+async def fence_inbound(pool: asyncpg.Pool, leg: Inbound) -> str:
+    """Recovery's fence on the destination shard: returns 'applied' (too late to abort) or 'aborted'."""
+    return await _one(pool, "sp_fence_inbound", leg)
 
 
 @dataclass(frozen=True)
@@ -156,23 +143,14 @@ class Finish:
     event_body: str
 
 
+async def finish_transfer(pool: asyncpg.Pool, leg: Finish) -> str:
+    """Last saga leg on the source shard: settle or compensate; returns the transfer's final status."""
+    return await _one(pool, "sp_finish_transfer", leg)
+
+
 async def finish_transfers(pool: asyncpg.Pool, batch: Sequence[Finish]) -> list[str]:
     """Leg 3 for many transfers in one transaction on their source shard."""
     return [row["result"] for row in await _many(pool, "sp_finish_transfers", batch)]
-
-
-async def finish_one(pool: asyncpg.Pool, f: Finish) -> str:
-    return await finish_transfer(pool, f.transfer_id, f.inbound, f.body, f.event_id, f.event_body)
-
-
-async def finish_transfer(
-    pool: asyncpg.Pool, transfer_id: str, inbound: str, body: str, event_id: str, event_body: str
-) -> str:
-    """Last saga leg on the source shard: settle or compensate; returns the transfer's final status."""
-    result: str = await pool.fetchval(
-        "SELECT sp_finish_transfer($1, $2, $3, $4, $5)", transfer_id, inbound, body, event_id, event_body
-    )
-    return result
 
 
 async def credit_wallet(

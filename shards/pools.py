@@ -30,8 +30,8 @@ class ShardBatchers:
     def of(cls, shard: int, pool: asyncpg.Pool) -> ShardBatchers:
         return cls(
             Batcher(shard, partial(ledger.open_transfers, pool), partial(ledger.open_transfer, pool)),
-            Batcher(shard, partial(ledger.credit_inbounds, pool), partial(ledger.credit_one, pool)),
-            Batcher(shard, partial(ledger.finish_transfers, pool), partial(ledger.finish_one, pool)),
+            Batcher(shard, partial(ledger.credit_inbounds, pool), partial(ledger.credit_inbound, pool)),
+            Batcher(shard, partial(ledger.finish_transfers, pool), partial(ledger.finish_transfer, pool)),
         )
 
 
@@ -75,13 +75,16 @@ async def create_pool(dsn: str, settings: Settings, min_size: int, max_size: int
 async def _warm(index: int, pool: asyncpg.Pool, count: int) -> None:
     """Open ``count`` connections now so the first requests don't pay for them; a shard that is down is
     reported and left to connect on demand (its requests answer 503 meanwhile)."""
+    held: list[asyncpg.pool.PoolConnectionProxy] = []
     try:
-        held = [await pool.acquire() for _ in range(count)]
+        for _ in range(count):
+            held.append(await pool.acquire())
     except TRANSIENT as exc:
         sys.stderr.write(f'{{"event": "shard.unreachable", "shard": {index}, "error": "{type(exc).__name__}"}}\n')
-        return
-    for connection in held:
-        await pool.release(connection)
+    finally:
+        # Every connection taken goes back, even when a later one failed: a lost one would shrink the pool for good.
+        for connection in held:
+            await pool.release(connection)
 
 
 @contextlib.asynccontextmanager

@@ -41,7 +41,7 @@ async def settle(shards: Shards, transfer: Row) -> str:
 async def abort(shards: Shards, transfer: Row) -> str:
     """Fence leg 2 off on the destination shard, then finish with whatever it holds (recovery's last resort)."""
     dst = _shard_of(shards, transfer["destination"], "wal")
-    inbound = await on_shard(dst, ledger.fence_one(shards.pool(dst), _inbound(transfer)))
+    inbound = await on_shard(dst, ledger.fence_inbound(shards.pool(dst), _inbound(transfer)))
     return await finish(shards, transfer, inbound)
 
 

@@ -137,7 +137,9 @@ async def test_transfers_in_flight_are_accounted_for_not_flagged(scratch: Scratc
 
     row = await queries.transfer(scratch.shards.pool(1), transfer_id)
     assert row is not None
-    inbound = await ledger.credit_inbound(scratch.shards.pool(0), transfer_id, MERCHANT, destination, 300, "USD")
+    inbound = await ledger.credit_inbound(
+        scratch.shards.pool(0), ledger.Inbound(transfer_id, MERCHANT, destination, 300, "USD")
+    )
     report = await audit(scratch.settings)
     assert inbound == "applied" and report["ok"], report
     assert (report["totals"]["USD"]["in_flight"], report["totals"]["USD"]["credited_in_flight"]) == (0, 300)

@@ -117,7 +117,7 @@ async def test_saga_legs_batch_once_each(client: httpx.AsyncClient, shards: Shar
     legs = [ledger.Inbound(t.transfer_id, merchant_id, destination, t.amount, "USD") for t in opened]
     # The first transfer's leg 2 twice in one batch: one credit.
     assert await ledger.credit_inbounds(shards.pool(1), [legs[0], legs[0]]) == ["applied", "applied"]
-    assert await ledger.fence_one(shards.pool(1), legs[1]) == "aborted"
+    assert await ledger.fence_inbound(shards.pool(1), legs[1]) == "aborted"
     finish = [ledger.Finish(t.transfer_id, outcome, "{}", f"evt_{t.transfer_id[3:]}", "{}")
               for t, outcome in zip(opened, ("applied", "aborted"), strict=True)]  # fmt: skip
     assert await ledger.finish_transfers(shards.pool(0), finish) == ["succeeded", "failed"]

@@ -85,7 +85,9 @@ async def crash_after_leg_one(shards: Shards, merchant_id: str, source: str, des
 async def run_leg_two(shards: Shards, merchant_id: str, stuck: Stuck) -> str:
     body = stuck.body
     pool = pool_of(shards, body["destination"], "wal")
-    return await ledger.credit_inbound(pool, stuck.id, merchant_id, body["destination"], body["amount"], "USD")
+    return await ledger.credit_inbound(
+        pool, ledger.Inbound(stuck.id, merchant_id, body["destination"], body["amount"], "USD")
+    )
 
 
 async def row(shards: Shards, transfer_id: str) -> asyncpg.Record:
