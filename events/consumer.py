@@ -1,7 +1,11 @@
-"""Running one queue consumer: manual acks, a prefetch window, reconnection, and a graceful stop.
+"""Running one queue consumer: manual acks, a prefetch window, batches, reconnection, and a graceful stop.
 
-A message is acked only after its handler returned, so a crash at any point leaves it unacked and the
-broker delivers it again. Handlers therefore must be idempotent by event id.
+Each message's envelope is parsed as it arrives (one that can never be read is dead-lettered at once); then
+the messages of the prefetch window go to the handler in batches, the way ``shards.batcher`` groups money
+steps: a message that finds the handler idle goes alone, the ones that arrive while a batch is being handled
+go together in the next. The handler gives each message its own outcome, so one bad event never fails its
+neighbours. A message is acked only after its batch was handled, so a crash at any point leaves it unacked
+and the broker delivers it again. Handlers therefore must be idempotent by event id.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -19,11 +23,24 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from events import broker, topology
 from events.backoff import Backoff, sleep_or_stop
-from events.envelope import InvalidEvent
+from events.envelope import Event, InvalidEvent, parse
 from events.logs import emit
 from shardpay.config import Settings
+from shards.batcher import Batcher
 
-Handler = Callable[[AbstractIncomingMessage, AbstractChannel], Awaitable[None]]
+
+@dataclass(frozen=True)
+class Incoming:
+    """One delivered message and the event in it."""
+
+    message: AbstractIncomingMessage
+    event: Event
+
+
+# A batch handler: one outcome per message, in order. None means done (ack); InvalidEvent means it can never
+# be processed (dead-letter); any other exception means try again later (nack). Raising fails the whole batch.
+Outcome = BaseException | None
+Handler = Callable[[Sequence[Incoming], AbstractChannel], Awaitable[Sequence[Outcome]]]
 
 
 @dataclass(frozen=True)
@@ -31,6 +48,7 @@ class ConsumerSpec:
     name: str
     queue: str
     prefetch: int
+    batches_in_flight: int = 1  # batches handled at once; more than one lets a slow batch not stall the rest
     grace: float = 8.0  # for in-flight messages on SIGTERM; below the supervisor's 10 s before SIGKILL
     retry_pause: float = 1.0  # before a failed message goes back, so an outage does not become a hot loop
     report_every: float = 60.0  # seconds between two "consumer.tally" lines
@@ -79,7 +97,8 @@ async def _session(
         await topology.declare(channel, settings.webhook_backoff)
         queue = await channel.get_queue(spec.queue, ensure=False)
         inflight, tally = Inflight(), Tally(spec)
-        tag = await queue.consume(inflight.track(partial(_process, spec, handler, channel, tally)))
+        batcher = _batcher(spec, handler, channel)
+        tag = await queue.consume(inflight.track(partial(_process, spec, batcher, tally)))
         backoff.reset()
         emit("consumer.started", consumer=spec.name, queue=spec.queue, prefetch=spec.prefetch)
         lost = await _stop_or_lost(stop, channel)
@@ -89,11 +108,27 @@ async def _session(
         await broker.close_quietly(connection)
 
 
+def _batcher(spec: ConsumerSpec, handler: Handler, channel: AbstractChannel) -> Batcher[Incoming, Outcome]:
+    async def many(batch: Sequence[Incoming]) -> list[Outcome]:
+        outcomes = list(await handler(batch, channel))
+        if len(outcomes) != len(batch):
+            raise RuntimeError(f"{spec.name}: {len(outcomes)} outcomes for a batch of {len(batch)}")
+        return outcomes
+
+    async def one(item: Incoming) -> Outcome:
+        return (await many([item]))[0]
+
+    def overloaded() -> BaseException:  # never raised: the prefetch window bounds what can wait
+        return RuntimeError(f"{spec.name}: more messages waiting than its prefetch of {spec.prefetch}")
+
+    return Batcher(many, one, overloaded, spec.prefetch, spec.batches_in_flight, queue_limit=spec.prefetch + 1)
+
+
 async def _process(
-    spec: ConsumerSpec, handler: Handler, channel: AbstractChannel, tally: Tally, message: AbstractIncomingMessage
+    spec: ConsumerSpec, batcher: Batcher[Incoming, Outcome], tally: Tally, message: AbstractIncomingMessage
 ) -> None:
     try:
-        await handler(message, channel)
+        await batcher.submit(Incoming(message, parse(message.body)))  # an outcome that is an exception is raised
     except InvalidEvent as exc:
         emit("consumer.invalid_event", consumer=spec.name, message_id=message.message_id, error=str(exc))
         await _settle(message.reject(requeue=False), tally, "dead_lettered")  # to the queue's .dead queue

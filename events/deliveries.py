@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from events.db import Source
@@ -15,7 +16,10 @@ FINAL = ("delivered", "skipped")
 _RECORD = """
 INSERT INTO webhook_deliveries AS d
     (event_id, merchant_id, event_type, status, attempts, last_status, last_error, delivered_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $4 = 'delivered' THEN now() END)
+SELECT e, m, t, s, a, ls, le, CASE WHEN s = 'delivered' THEN now() END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::text[])
+    AS x (e, m, t, s, a, ls, le)
+ORDER BY e
 ON CONFLICT (event_id) DO UPDATE SET
     status = EXCLUDED.status, attempts = GREATEST(d.attempts, EXCLUDED.attempts),
     last_status = EXCLUDED.last_status, last_error = EXCLUDED.last_error,
@@ -33,24 +37,33 @@ class Delivery:
     note: str | None = None  # why, when there was no HTTP attempt to explain it
 
 
-async def is_final(control: Source, event_id: str) -> bool:
-    status = await control.fetchval("SELECT status FROM webhook_deliveries WHERE event_id = $1", event_id)
-    return status in FINAL
+async def final_among(control: Source, event_ids: Sequence[str]) -> set[str]:
+    """Which of these events were delivered or skipped already."""
+    rows = await control.fetch(
+        "SELECT event_id FROM webhook_deliveries WHERE event_id = ANY($1::text[]) AND status = ANY($2::text[])",
+        list(event_ids), list(FINAL),
+    )  # fmt: skip
+    return {row["event_id"] for row in rows}
 
 
-async def target_of(control: Source, merchant_id: str) -> Target | None:
-    """Where and how to sign the merchant's webhooks, or None if it has no webhook URL (or no longer exists)."""
-    row = await control.fetchrow("SELECT webhook_url, webhook_secret FROM merchants WHERE id = $1", merchant_id)
-    if row is None or not row["webhook_url"]:
-        return None
-    return Target(row["webhook_url"], row["webhook_secret"])
+async def targets_of(control: Source, merchant_ids: Iterable[str]) -> dict[str, Target]:
+    """Where and how to sign each merchant's webhooks; a merchant with no webhook URL (or gone) is absent."""
+    rows = await control.fetch(
+        "SELECT id, webhook_url, webhook_secret FROM merchants WHERE id = ANY($1::text[]) AND webhook_url <> ''",
+        list(set(merchant_ids)),
+    )
+    return {row["id"]: Target(row["webhook_url"], row["webhook_secret"]) for row in rows}
 
 
-async def record(control: Source, delivery: Delivery) -> None:
-    """Upsert the event's row; a row already final is left as it is (a late duplicate cannot undo it)."""
-    result = delivery.result or Result(ok=False)
-    event = delivery.event
+async def record(control: Source, batch: Sequence[Delivery]) -> None:
+    """Upsert each event's row (one per event id in ``batch``); a row already final is left as it is (a late
+    duplicate cannot undo it)."""
+    if not batch:
+        return
+    results = [delivery.result or Result(ok=False) for delivery in batch]
     await control.execute(
-        _RECORD, event.id, event.merchant, event.type, delivery.status, delivery.attempts,
-        result.status, result.error or delivery.note,
+        _RECORD,
+        [d.event.id for d in batch], [d.event.merchant for d in batch], [d.event.type for d in batch],
+        [d.status for d in batch], [d.attempts for d in batch], [r.status for r in results],
+        [r.error or d.note for d, r in zip(batch, results, strict=True)],
     )  # fmt: skip

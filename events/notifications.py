@@ -1,9 +1,10 @@
 """The notifications consumer: each event, signed, to its merchant's webhook URL, at least once.
 
 Idempotent by event id through ``webhook_deliveries``: an event already delivered (or skipped) is acked
-without a second POST. A failed POST is parked in a delay queue (exponential backoff from
-``settings.webhook_backoff``), and after the last attempt moved to ``shardpay.notifications.dead``; in both
-cases the original is acked only after the broker confirmed the copy.
+without a second POST. A batch costs three queries whatever its size (which events are final, the merchants'
+targets, the delivery rows); its POSTs go concurrently. A failed POST is parked in a delay queue (exponential
+backoff from ``settings.webhook_backoff``), and after the last attempt moved to
+``shardpay.notifications.dead``; in both cases the original is acked only after the broker confirmed the copy.
 """
 
 from __future__ import annotations
@@ -11,65 +12,75 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 import httpx
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
 
-from events import db, deliveries, envelope, retry, topology, webhook
-from events.consumer import ConsumerSpec, run_consumer
+from events import db, deliveries, retry, topology, webhook
+from events.consumer import ConsumerSpec, Incoming, Outcome, run_consumer
 from events.deliveries import Delivery
 from events.envelope import Event
 from events.logs import emit
 from shardpay.config import Settings
 
-NOTIFICATIONS = ConsumerSpec(name="notifications", queue=topology.NOTIFICATIONS, prefetch=128)
+# Several batches at once, so one merchant's slow endpoint (up to the webhook timeout) does not hold up the rest.
+NOTIFICATIONS = ConsumerSpec(name="notifications", queue=topology.NOTIFICATIONS, prefetch=128, batches_in_flight=4)
 
 
 @dataclass
 class Notifier:
-    """The handler for one message of the notifications queue."""
+    """The handler for a batch of the notifications queue."""
 
     control: asyncpg.Pool
     sender: webhook.Sender
     backoff: tuple[float, ...]
 
-    async def __call__(self, message: AbstractIncomingMessage, channel: AbstractChannel) -> None:
-        event = envelope.parse(message.body)
-        if await deliveries.is_final(self.control, event.id):
-            emit("webhook.duplicate", event_id=event.id)
-            return
-        target = await deliveries.target_of(self.control, event.merchant)
-        if target is None:
-            await deliveries.record(self.control, Delivery(event, "skipped", 0, note="no_webhook_url"))
-            return
-        result = await self.sender.post(target, message.body, int(time.time()))
+    async def __call__(self, batch: Sequence[Incoming], channel: AbstractChannel) -> list[Outcome]:
+        final = await deliveries.final_among(self.control, [item.event.id for item in batch])
+        targets = await deliveries.targets_of(self.control, (item.event.merchant for item in batch))
+        seen: set[str] = set()
+        work: list[Awaitable[Delivery | None]] = []
+        for item in batch:
+            event = item.event
+            if event.id in final or event.id in seen:
+                emit("webhook.duplicate", event_id=event.id)
+                work.append(_nothing())
+            elif (target := targets.get(event.merchant)) is None:
+                work.append(_skipped(event))
+            else:
+                work.append(self._send(item, target, channel))
+            seen.add(event.id)
+        done = await asyncio.gather(*work, return_exceptions=True)
+        await deliveries.record(self.control, [d for d in done if isinstance(d, Delivery)])
+        return [d if isinstance(d, BaseException) else None for d in done]
+
+    async def _send(self, item: Incoming, target: webhook.Target, channel: AbstractChannel) -> Delivery:
+        result = await self.sender.post(target, item.message.body, int(time.time()))
+        attempt = retry.attempt_of(item.message)
         if result.ok:
-            await self._delivered(message, event, result)
-        else:
-            await self._failed(message, channel, event, result)
-
-    async def _delivered(self, message: AbstractIncomingMessage, event: Event, result: webhook.Result) -> None:
-        # Not logged: the deliveries table is the record, and a line per webhook would drown the failures.
-        attempt = retry.attempt_of(message)
-        await deliveries.record(self.control, Delivery(event, "delivered", attempt, result))
-
-    async def _failed(
-        self, message: AbstractIncomingMessage, channel: AbstractChannel, event: Event, result: webhook.Result
-    ) -> None:
-        attempt = retry.attempt_of(message)
+            # Not logged: the deliveries table is the record, and a line per webhook would drown the failures.
+            return Delivery(item.event, "delivered", attempt, result)
         delay = retry.delay_after(attempt, self.backoff)
         if delay is None:
-            queue = await retry.bury(channel, message, event, result)
-            await deliveries.record(self.control, Delivery(event, "dead", attempt, result))
+            queue = await retry.bury(channel, item.message, item.event, result)
         else:
-            queue = await retry.schedule(channel, message, event, delay)
-            await deliveries.record(self.control, Delivery(event, "retrying", attempt, result))
+            queue = await retry.schedule(channel, item.message, item.event, delay)
         emit(
-            "webhook.failed", event_id=event.id, merchant=event.merchant, attempt=attempt,
+            "webhook.failed", event_id=item.event.id, merchant=item.event.merchant, attempt=attempt,
             status=result.status, error=result.error, next=queue,
         )  # fmt: skip
+        return Delivery(item.event, "retrying" if delay is not None else "dead", attempt, result)
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _skipped(event: Event) -> Delivery:
+    return Delivery(event, "skipped", 0, note="no_webhook_url")
 
 
 async def run_notifications(settings: Settings, stop: asyncio.Event) -> None:

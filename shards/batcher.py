@@ -1,10 +1,12 @@
-"""Group commit per shard: concurrent calls of one money step on one shard are applied together, one
-transaction per batch.
+"""Group commit: concurrent calls of one step are applied together, one transaction per batch.
 
-Batching is natural: a call that finds a free slot goes at once, alone (no added latency when idle); while
-``max_inflight`` batches are committing, new calls queue and leave together in the next batch. Past
-``queue_limit`` waiting calls the shard answers 503 at once: latency stays bounded and memory flat instead of
-the queue growing without end. A call returns only after its batch has committed.
+Used per shard for each money step, and by the event consumers for their prefetch window. Batching is
+natural: a call that finds a free slot goes at once, alone (no added latency when idle); while
+``max_inflight`` batches are committing, new calls queue and leave together in the next batch. One batch in
+flight is true group commit: the next batch gathers everything that arrived during the last commit. Past
+``queue_limit`` waiting calls the caller gets ``overloaded()`` at once (a shard answers 503): latency stays
+bounded and memory flat instead of the queue growing without end. A call returns only after its batch has
+committed.
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ def shard_overloaded(shard: int) -> ApiError:
 class Batcher(Generic[Req, Res]):
     def __init__(
         self,
-        shard: int,
         many: Callable[[Sequence[Req]], Awaitable[list[Res]]],
         one: Callable[[Req], Awaitable[Res]],
+        overloaded: Callable[[], BaseException],
         max_batch: int = 64,
-        max_inflight: int = 4,
+        max_inflight: int = 1,
         queue_limit: int = 2_000,
     ) -> None:
-        self._shard = shard
+        self._overloaded = overloaded
         self._many = many
         self._one = one
         self._max_batch = max_batch
@@ -52,7 +54,7 @@ class Batcher(Generic[Req, Res]):
 
     async def submit(self, request: Req) -> Res:
         if len(self._queue) >= self._queue_limit:
-            raise shard_overloaded(self._shard)
+            raise self._overloaded()
         future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
         self._dispatch()

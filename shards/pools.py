@@ -13,7 +13,7 @@ import asyncpg
 
 from shardpay.config import Settings
 from shards import ledger
-from shards.batcher import Batcher
+from shards.batcher import Batcher, shard_overloaded
 from shards.errors import TRANSIENT
 from shards.router import SlotMap
 
@@ -28,10 +28,11 @@ class ShardBatchers:
 
     @classmethod
     def of(cls, shard: int, pool: asyncpg.Pool) -> ShardBatchers:
+        overloaded = partial(shard_overloaded, shard)
         return cls(
-            Batcher(shard, partial(ledger.open_transfers, pool), partial(ledger.open_transfer, pool)),
-            Batcher(shard, partial(ledger.credit_inbounds, pool), partial(ledger.credit_inbound, pool)),
-            Batcher(shard, partial(ledger.finish_transfers, pool), partial(ledger.finish_transfer, pool)),
+            Batcher(partial(ledger.open_transfers, pool), partial(ledger.open_transfer, pool), overloaded),
+            Batcher(partial(ledger.credit_inbounds, pool), partial(ledger.credit_inbound, pool), overloaded),
+            Batcher(partial(ledger.finish_transfers, pool), partial(ledger.finish_transfer, pool), overloaded),
         )
 
 

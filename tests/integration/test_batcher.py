@@ -16,7 +16,7 @@ from shardpay.domain.errors import ApiError
 from shardpay.services import transfers
 from shardpay.services.outcome import Caller
 from shards import ledger
-from shards.batcher import Batcher
+from shards.batcher import Batcher, shard_overloaded
 from shards.pools import Shards
 from tests.conftest import audit_clean, key, new_wallet
 
@@ -34,7 +34,8 @@ def request(
 
 def opener(shards: Shards, **limits: int) -> Batcher[ledger.OpenTransfer, ledger.Applied]:
     pool = shards.pool(0)
-    return Batcher(0, partial(ledger.open_transfers, pool), partial(ledger.open_transfer, pool), **limits)
+    overloaded = partial(shard_overloaded, 0)
+    return Batcher(partial(ledger.open_transfers, pool), partial(ledger.open_transfer, pool), overloaded, **limits)
 
 
 async def owner(shards: Shards, wallet: str) -> Any:

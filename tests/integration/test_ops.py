@@ -330,6 +330,10 @@ async def test_readyz_notices_rabbitmq_going_away(migrated: Settings) -> None:
     proxy = Cuttable(("127.0.0.1", 5672))
     with gateway_with(SHARDPAY_AMQP_URL=f"amqp://guest:guest@127.0.0.1:{proxy.port}/") as url:
         async with httpx.AsyncClient(base_url=url) as http:
+            for _ in range(50):  # the broker probe connects in the background after start-up
+                if (await http.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
             assert (await http.get("/readyz")).status_code == 200
             proxy.cut()
             for _ in range(50):  # the client notices the lost socket within moments, not at once

@@ -22,21 +22,26 @@ from shards.control import NewMerchant, create_merchant
 from shards.migrate import migrate
 
 
-async def _ensure_vhost(url: str) -> None:
-    try:
-        connection = await aio_pika.connect(url, timeout=5)
-    except aio_pika.exceptions.AMQPConnectionError:
-        # The vhost does not exist yet (the broker refuses it as an authentication failure).
-        for args in (["add_vhost", VHOST], ["set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"]):
-            await asyncio.to_thread(subprocess.run, ["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
-    else:
-        await connection.close()
+async def _ensure_vhost() -> None:
+    """Create the tests' private vhost once per machine (a broker refuses a missing vhost in ways that differ
+    between versions, so ask the broker what it has rather than reading the refusal)."""
+    listed = await _rabbitmqctl("list_vhosts", "--quiet", "--no-table-headers")
+    if VHOST not in listed.split():
+        await _rabbitmqctl("add_vhost", VHOST)
+        await _rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
+
+
+async def _rabbitmqctl(*args: str) -> str:
+    done = await asyncio.to_thread(
+        subprocess.run, ["rabbitmqctl", *args], check=True, capture_output=True, text=True, timeout=60
+    )
+    return done.stdout
 
 
 @pytest.fixture(scope="session")
 async def settings() -> Settings:
     settings = Settings.from_env(events_env())
-    await _ensure_vhost(settings.amqp_url)
+    await _ensure_vhost()
     await migrate(settings)
     return settings
 

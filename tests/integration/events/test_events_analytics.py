@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import asyncpg
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
 from events_support import Runner, TcpProxy, insert_events, running, transfer_event, wait_until, wallet_event
 
 from events import topology
 from events.analytics import ANALYTICS, Counter, apply, query, run_analytics
-from events.consumer import run_consumer
+from events.consumer import Incoming, Outcome, run_consumer
 from events.envelope import parse
 from events.relay import run_relay
 from events.volume import movement_of
@@ -51,9 +52,10 @@ async def test_apply_counts_an_event_once(control: asyncpg.Pool) -> None:
 class CountingCounter(Counter):
     handled: list[str]
 
-    async def __call__(self, message: AbstractIncomingMessage, channel: AbstractChannel) -> None:
-        await super().__call__(message, channel)
-        self.handled.append(message.message_id or "")
+    async def __call__(self, batch: Sequence[Incoming], channel: AbstractChannel) -> list[Outcome]:
+        outcomes = await super().__call__(batch, channel)
+        self.handled.extend(item.message.message_id or "" for item in batch)
+        return outcomes
 
 
 async def test_the_same_event_delivered_twice_counts_once(

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aio_pika
 import asyncpg
 import httpx
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
 from events_support import Runner, WebhookReceiver, free_port, insert_events, running, transfer_event, wait_until
 
 from events import topology, webhook
-from events.consumer import run_consumer
+from events.consumer import Incoming, Outcome, run_consumer
 from events.notifications import NOTIFICATIONS, Notifier, run_notifications
 from events.relay import run_relay
 from events.signing import verify
@@ -124,9 +124,10 @@ class CountingNotifier(Notifier):
 
     handled: list[str]
 
-    async def __call__(self, message: AbstractIncomingMessage, channel: AbstractChannel) -> None:
-        await super().__call__(message, channel)
-        self.handled.append(message.message_id or "")
+    async def __call__(self, batch: Sequence[Incoming], channel: AbstractChannel) -> list[Outcome]:
+        outcomes = await super().__call__(batch, channel)
+        self.handled.extend(item.message.message_id or "" for item in batch)
+        return outcomes
 
 
 async def test_a_redelivered_delivered_event_is_not_posted_again(
