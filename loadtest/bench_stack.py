@@ -105,6 +105,8 @@ def port_free(port: int) -> bool:
     import socket
 
     with socket.socket() as sock:
+        # As uvicorn binds: connections of the last run still in TIME_WAIT do not make the port busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
