@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import resource
 import shutil
@@ -142,6 +143,7 @@ class CpuSampler:
     ``ours`` maps pids of the benchmark's own processes to labels (gateway workers are found as children of the
     gateway's pid); PostgreSQL backends are told apart by the database in their process title. wrk is a child
     of this process and exits between slices, so its CPU comes exactly from RUSAGE_CHILDREN instead.
+    The resident memory of shardpay's own processes is sampled too, for the flat-memory check.
     """
 
     ours: Callable[[], dict[int, str]]
@@ -155,6 +157,7 @@ class CpuSampler:
     _t0_cpu: Any = None
     _t0_children: float = 0.0
     _first_pass: bool = True
+    rss: dict[tuple[int, str], list[tuple[float, int]]] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -206,6 +209,9 @@ class CpuSampler:
                     continue
                 cpu = proc.cpu_times()
                 used = cpu.user + cpu.system
+                if label == "gateway worker" or (proc.pid in ours and label != "gateway (uvicorn master)"):
+                    sample = (time.monotonic() - self._started, proc.memory_info().rss)
+                    self.rss.setdefault((proc.pid, label), []).append(sample)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             key = (proc.pid, proc.info.get("create_time") or 0.0)
@@ -258,9 +264,34 @@ class CpuSampler:
         self.result = {
             "wall_s": round(wall, 2), "cpus": ncpu, "busy_cpu_s": round(busy, 2),
             "busy_pct": round(100.0 * busy / (wall * ncpu), 1) if wall else 0.0, "wrk_cpu_s": round(wrk_cpu, 3),
-            "processes": table,
+            "processes": table, "memory": memory_drift(self.rss),
         }  # fmt: skip
         return self.result
+
+
+# Memory is compared from this far into the run, once start-up and the first connections are behind it.
+MEMORY_SETTLED = 0.2
+MEMORY_FLAT = 0.10
+
+
+def memory_drift(rss: dict[tuple[int, str], list[tuple[float, int]]]) -> list[dict[str, Any]]:
+    """Per process: resident memory once settled, at the end, and the change between (flat: within 10 %)."""
+    rows = []
+    for (pid, label), samples in sorted(rss.items()):
+        if len(samples) < 3:
+            continue
+        settled_at = samples[-1][0] * MEMORY_SETTLED
+        base = next(value for t, value in samples if t >= settled_at)
+        end = samples[-1][1]
+        peak = max(value for _, value in samples)
+        drift = (end - base) / base if base else 0.0
+        name = f"{label} pid {pid}" if label == "gateway worker" else label
+        rows.append({
+            "process": name, "settled_mb": round(base / 2**20, 1),
+            "end_mb": round(end / 2**20, 1), "peak_mb": round(peak / 2**20, 1), "drift_pct": round(100 * drift, 1),
+            "flat": abs(drift) <= MEMORY_FLAT,
+        })  # fmt: skip
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------------ pgbench
@@ -333,3 +364,11 @@ def _bucket(us: int) -> int:
     while us >= 1000 * scale:
         scale *= 10
     return us // scale * scale
+
+
+def ids_file(work: Path, scenario: str, wallets: list[str], hot: int = 10) -> Path:
+    """The wallet ids the Lua script draws from: all of them, or for `hot` 10 spread over the shards."""
+    chosen = wallets[:hot] if scenario == "hot" else random.sample(wallets, len(wallets))
+    path = work / f"ids-{scenario}.txt"
+    path.write_text("\n".join(chosen) + "\n")
+    return path

@@ -41,21 +41,14 @@ gateway's ``SHARDPAY_*`` database settings, e.g. ``SHARDPAY_DB_PREFIX``)::
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import csv
 import itertools
 import json
-import logging
 import os
 import random
 import sys
-import time
 import uuid
-from collections import Counter, deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 if __name__ == "__main__":
@@ -63,205 +56,24 @@ if __name__ == "__main__":
     os.environ.setdefault("LOCUST_SKIP_MONKEY_PATCH", "1")
 
 import gevent
-from locust import FastHttpUser, between, events, task
+from locust import FastHttpUser, between, task
 from locust.contrib.fasthttp import ResponseContextManager
-from locust.env import Environment
-from locust.runners import MasterRunner, WorkerRunner
 
-log = logging.getLogger("shardpay.locust")
+from loadtest.locust_checks import (
+    Check,
+    Reply,
+    entries_check,
+    error_code,
+    insufficient_funds,
+    transfer_check,
+    wallet_check,
+)  # fmt: skip
+from loadtest.locust_config import DEFAULT_HOST, Config, config
+from loadtest.locust_outcomes import count
 
-DEFAULT_HOST = "http://127.0.0.1:8000"
 _INFO_FLAGS = {"-h", "--help", "-V", "--version", "-l", "--list", "--list-commands"}
-
-
-def _env_int(name: str, default: int, minimum: int = 1) -> int:
-    raw = os.environ.get(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise SystemExit(f"{name}={raw!r} must be >= {minimum}")
-    return value
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, str(default))
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise SystemExit(f"{name}={raw!r} must be > 0")
-    return value
-
-
-def _env_wait() -> tuple[float, float]:
-    raw = os.environ.get("SHARDPAY_LOCUST_WAIT", "0.1,1.0")
-    try:
-        low, high = (float(part) for part in raw.split(","))
-    except ValueError:
-        raise SystemExit(f"SHARDPAY_LOCUST_WAIT={raw!r} must be 'MIN,MAX' seconds, e.g. '0.1,1.0'") from None
-    if not 0 <= low <= high:
-        raise SystemExit(f"SHARDPAY_LOCUST_WAIT={raw!r} needs 0 <= MIN <= MAX")
-    return low, high
-
-
-def api_key() -> str:
-    key = os.environ.get("SHARDPAY_API_KEY", "").strip()
-    if not key:
-        raise SystemExit(
-            "SHARDPAY_API_KEY is not set. Export the merchant's secret key (sk_...) printed by "
-            "`shardpay merchants create --name NAME --rate 100000 --burst 100000`, e.g. "
-            "`export SHARDPAY_API_KEY=sk_...`."
-        )
-    return key
-
-
-def load_funded_wallets(path: str | None) -> tuple[str, ...]:
-    """Wallet ids from ``path``: one per line; blank lines and ``#`` comments are skipped."""
-    if not path:
-        return ()
-    file = Path(path)
-    if not file.is_file():
-        raise SystemExit(f"SHARDPAY_FUNDED_WALLETS={path!r}: no such file (make one with the seed helper)")
-    wallets = []
-    for number, line in enumerate(file.read_text().splitlines(), 1):
-        item = line.split("#", 1)[0].strip()
-        if not item:
-            continue
-        if not item.startswith("wal_"):
-            raise SystemExit(f"{path}:{number}: {item!r} is not a wallet id (wal_...)")
-        wallets.append(item)
-    if len(wallets) < 2:
-        raise SystemExit(f"SHARDPAY_FUNDED_WALLETS={path!r} holds {len(wallets)} wallet ids; transfers need >= 2")
-    return tuple(dict.fromkeys(wallets))
-
-
-@dataclass(frozen=True)
-class Config:
-    api_key: str
-    funded: tuple[str, ...]
-    currency: str
-    wallets_per_user: int
-    max_amount: int
-    timeout: float
-    max_attempts: int
-    max_rate_limited: int
-    wait: tuple[float, float]
-
-    @classmethod
-    def from_env(cls) -> Config:
-        return cls(
-            api_key=api_key(),
-            funded=load_funded_wallets(os.environ.get("SHARDPAY_FUNDED_WALLETS")),
-            currency=os.environ.get("SHARDPAY_CURRENCY", "USD").strip().upper(),
-            wallets_per_user=_env_int("SHARDPAY_LOCUST_WALLETS_PER_USER", 3, minimum=0),
-            max_amount=_env_int("SHARDPAY_LOCUST_MAX_AMOUNT", 1000),
-            timeout=_env_float("SHARDPAY_LOCUST_TIMEOUT", 12.0),
-            max_attempts=_env_int("SHARDPAY_LOCUST_MAX_ATTEMPTS", 6),
-            max_rate_limited=_env_int("SHARDPAY_LOCUST_MAX_RATE_LIMITED", 20),
-            wait=_env_wait(),
-        )
-
-
-# Fail fast, once, before Locust forks workers; `locust -f ... --help` works without a key.
-CONFIG: Config | None = None if _INFO_FLAGS & set(sys.argv) or __name__ == "__main__" else Config.from_env()
-
-
-def config() -> Config:
-    global CONFIG
-    if CONFIG is None:
-        CONFIG = Config.from_env()
-    return CONFIG
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Outcomes that are not requests: counted per process, sent to the master with each worker report, summed there.
-
-OUTCOMES: Counter[str] = Counter()
-_ENVIRONMENT: Environment | None = None
-OUTCOME_HELP = {
-    "transfer.succeeded": "transfers answered 201 succeeded",
-    "transfer.processing": "transfers answered 201 processing (cross-shard, second leg pending)",
-    "transfer.insufficient_funds": "transfers answered 402 insufficient_funds (business outcome, not a failure)",
-    "transfer.resend_replayed": "double-submitted transfers answered with the stored response",
-    "wallet.created": "wallets created",
-    "replayed": "responses with Idempotent-Replayed: true (all routes)",
-    "replayed.after_retry": "replays that answered a retry after a timeout/503/409",
-    "rate_limited": "429 answers (slept Retry-After, then retried)",
-    "rate_limited.gave_up": "requests abandoned after SHARDPAY_LOCUST_MAX_RATE_LIMITED 429s",
-    "retry.timeout": "timeouts retried (same Idempotency-Key)",
-    "retry.connection_error": "connection errors retried (same Idempotency-Key)",
-    "retry.503": "503 answers retried (same Idempotency-Key)",
-    "retry.409": "409 idempotency_key_in_use answers retried",
-    "gave_up": "requests abandoned after SHARDPAY_LOCUST_MAX_ATTEMPTS tries",
-}
-
-
-def count(outcome: str, n: int = 1) -> None:
-    OUTCOMES[outcome] += n
-
-
-@events.init.add_listener
-def _on_init(environment: Environment, **_kwargs: Any) -> None:
-    global _ENVIRONMENT
-    _ENVIRONMENT = environment
-    if isinstance(environment.runner, MasterRunner):
-        return
-    cfg = config()
-    if not cfg.funded:
-        log.warning(
-            "SHARDPAY_FUNDED_WALLETS is not set: users transfer between their own empty wallets, so transfers "
-            "answer 402 insufficient_funds. Seed funded wallets: python -m loadtest.locustfile seed --help"
-        )
-
-
-@events.report_to_master.add_listener
-def _on_report_to_master(client_id: str, data: dict[str, Any], **_kwargs: Any) -> None:
-    data["shardpay_outcomes"] = dict(OUTCOMES)
-    OUTCOMES.clear()
-
-
-@events.worker_report.add_listener
-def _on_worker_report(client_id: str, data: dict[str, Any], **_kwargs: Any) -> None:
-    OUTCOMES.update(data.get("shardpay_outcomes", {}))
-
-
-@events.quit.add_listener
-def _on_quit(exit_code: int, **_kwargs: Any) -> None:
-    """After the master got the workers' final reports: print the outcomes and write ``<csv>_outcomes.csv``."""
-    environment = _ENVIRONMENT
-    if environment is None or isinstance(environment.runner, WorkerRunner):
-        return
-    rows = sorted(OUTCOMES.items())
-    width = max((len(name) for name, _ in rows), default=10)
-    lines = ["", "shardpay outcomes (not HTTP requests; summed over all workers)", "-" * (width + 12)]
-    lines += [f"{name:<{width}} {value:>10}" for name, value in rows] or ["(none)"]
-    print("\n".join(lines), flush=True)
-    options = environment.parsed_options
-    prefix = getattr(options, "csv_prefix", None) if options is not None else None
-    if prefix:
-        with open(f"{prefix}_outcomes.csv", "w", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(["Outcome", "Count", "Meaning"])
-            for name, value in rows:
-                writer.writerow([name, value, OUTCOME_HELP.get(name, "")])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The merchant.
-
-
-@dataclass
-class Reply:
-    status: int
-    body: dict[str, Any]
-    replayed: bool
-
-
-# (status, body) -> a problem to report as the request's failure, or None when the response is right.
-Check = Callable[[int, dict[str, Any]], str | None]
+# Fail fast, once, before Locust forks workers; `locust -f ... --help` and the seed helper need no settings.
+CONFIG: Config | None = None if _INFO_FLAGS & set(sys.argv) or __name__ == "__main__" else config()
 
 
 def _retry_after(resp: ResponseContextManager, default: float) -> float:
@@ -278,15 +90,6 @@ def _network_reason(error: BaseException | None) -> str:
     if isinstance(original, TimeoutError | gevent.Timeout):
         return "timeout"
     return "connection_error"
-
-
-def _error_code(body: dict[str, Any]) -> str | None:
-    error = body.get("error")
-    return error.get("code") if isinstance(error, dict) else None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class Merchant(FastHttpUser):
@@ -385,7 +188,7 @@ class Merchant(FastHttpUser):
             return None
         check = ok.get(status)
         if check is None:
-            r.failure(f"unexpected {status} {_error_code(body) or ''}".rstrip())
+            r.failure(f"unexpected {status} {error_code(body) or ''}".rstrip())
             return None
         problem = check(status, body)
         if problem:
@@ -421,55 +224,14 @@ class Merchant(FastHttpUser):
             destination = random.choice(funded)
         return source, destination
 
-    # -- checks (API.md) ------------------------------------------------------------------------------------
-
-    def wallet_check(self, wallet_id: str | None = None, new: bool = False) -> Check:
-        def check(status: int, body: dict[str, Any]) -> str | None:
-            if not str(body.get("id", "")).startswith("wal_") or body.get("object") != "wallet":
-                return f"not a wallet: {body}"
-            if wallet_id is not None and body["id"] != wallet_id:
-                return f"asked for {wallet_id}, got {body['id']}"
-            if not (_is_int(body.get("available")) and _is_int(body.get("pending"))):
-                return f"available/pending are not integers: {body}"
-            if body["available"] < 0 or body["pending"] < 0:
-                return f"negative balance: {body}"
-            if new and (body["available"] != 0 or body.get("currency") != self.config.currency):
-                return f"a new wallet must be empty and in {self.config.currency}: {body}"
-            return None
-
-        return check
-
-    @staticmethod
-    def transfer_check(request: dict[str, Any] | None = None) -> Check:
-        def check(status: int, body: dict[str, Any]) -> str | None:
-            if not str(body.get("id", "")).startswith("tr_") or body.get("object") != "transfer":
-                return f"not a transfer: {body}"
-            allowed = ("succeeded", "processing") if request else ("succeeded", "processing", "failed")
-            if body.get("status") not in allowed:
-                return f"unexpected transfer status {body.get('status')!r}"
-            if request is not None:
-                for field in ("source", "destination", "amount", "currency"):
-                    if body.get(field) != request[field]:
-                        return f"{field} is {body.get(field)!r}, sent {request[field]!r}"
-            return None
-
-        return check
-
-    @staticmethod
-    def insufficient_funds(status: int, body: dict[str, Any]) -> str | None:
-        error = body.get("error")
-        if not isinstance(error, dict) or error.get("type") != "payment_error":
-            return f"402 without a payment_error: {body}"
-        if error.get("code") != "insufficient_funds":
-            return f"402 {error.get('code')!r}, expected insufficient_funds"
-        return None
-
     # -- tasks ----------------------------------------------------------------------------------------------
 
     def create_wallet(self) -> None:
         key = self.new_key("wallet")
         request = {"currency": self.config.currency, "reference": f"locust-{key}"}
-        reply = self.send("POST", "/v1/wallets", "/v1/wallets", {201: self.wallet_check(new=True)}, request, key)
+        reply = self.send(
+            "POST", "/v1/wallets", "/v1/wallets", {201: wallet_check(self.config.currency, new=True)}, request, key
+        )
         if reply is not None:
             count("wallet.created")
             self.own.append(reply.body["id"])
@@ -488,7 +250,7 @@ class Merchant(FastHttpUser):
             "description": "locust",
         }
         key = self.new_key("transfer")
-        ok = {201: self.transfer_check(request), 402: self.insufficient_funds}
+        ok = {201: transfer_check(request), 402: insufficient_funds}
         reply = self.send("POST", "/v1/transfers", "/v1/transfers", ok, request, key)
         if reply is None:
             return None
@@ -525,7 +287,12 @@ class Merchant(FastHttpUser):
     def get_wallet(self) -> None:
         wallet_id = self.pick_wallet()
         if wallet_id is not None:
-            self.send("GET", f"/v1/wallets/{wallet_id}", "/v1/wallets/{id}", {200: self.wallet_check(wallet_id)})
+            self.send(
+                "GET",
+                f"/v1/wallets/{wallet_id}",
+                "/v1/wallets/{id}",
+                {200: wallet_check(self.config.currency, wallet_id)},
+            )
 
     @task(3)
     def list_entries(self) -> None:
@@ -538,7 +305,7 @@ class Merchant(FastHttpUser):
             "GET",
             f"/v1/wallets/{wallet_id}/entries{query}",
             "/v1/wallets/{id}/entries",
-            {200: self.entries_check(wallet_id, limit or 10, None)},
+            {200: entries_check(wallet_id, limit or 10, None)},
         )
         if page is not None and page.body["has_more"] and random.random() < 0.3:
             after = page.body["data"][-1]["id"]
@@ -546,32 +313,8 @@ class Merchant(FastHttpUser):
                 "GET",
                 f"/v1/wallets/{wallet_id}/entries?limit={limit or 10}&starting_after={after}",
                 "/v1/wallets/{id}/entries?starting_after",
-                {200: self.entries_check(wallet_id, limit or 10, after)},
+                {200: entries_check(wallet_id, limit or 10, after)},
             )
-
-    @staticmethod
-    def entries_check(wallet_id: str, limit: int, after: str | None) -> Check:
-        def check(status: int, body: dict[str, Any]) -> str | None:
-            data = body.get("data")
-            if body.get("object") != "list" or not isinstance(data, list) or not isinstance(body.get("has_more"), bool):
-                return f"not a list: {str(body)[:200]}"
-            if len(data) > limit or (body["has_more"] and len(data) != limit):
-                return f"{len(data)} entries for limit={limit}, has_more={body['has_more']}"
-            numbers = []
-            for entry in data:
-                entry_id = entry.get("id") if isinstance(entry, dict) else None
-                if not isinstance(entry_id, str) or not entry_id.startswith("ent_") or not entry_id[4:].isdigit():
-                    return f"not a ledger entry: {entry}"
-                if entry.get("wallet") != wallet_id or not _is_int(entry.get("amount")) or entry["amount"] == 0:
-                    return f"entry {entry_id} is not a non-zero integer amount of {wallet_id}: {entry}"
-                numbers.append(int(entry_id[4:]))
-            if numbers != sorted(numbers, reverse=True) or len(set(numbers)) != len(numbers):
-                return "entries are not newest first"
-            if after is not None and numbers and numbers[0] >= int(after[4:]):
-                return f"page after {after} starts at ent_{numbers[0]}"
-            return None
-
-        return check
 
     @task(1)
     def get_transfer(self) -> None:
@@ -580,7 +323,7 @@ class Merchant(FastHttpUser):
         transfer_id = random.choice(self.transfers)
 
         def check(status: int, body: dict[str, Any]) -> str | None:
-            problem = self.transfer_check()(status, body)
+            problem = transfer_check()(status, body)
             if problem is None and body["id"] != transfer_id:
                 return f"asked for {transfer_id}, got {body['id']}"
             return problem
@@ -592,90 +335,7 @@ class Merchant(FastHttpUser):
         self.create_wallet()
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# `python -m loadtest.locustfile seed`: create N wallets through the API and fund them with operator credits.
-
-
-async def seed(host: str, key: str, wallets: int, amount: int, currency: str, concurrency: int) -> list[str]:
-    import httpx
-
-    from shardpay.config import Settings
-    from shardpay.domain.errors import ApiError
-    from shardpay.services import wallets as wallet_service
-    from shards.pools import open_shards
-
-    settings = Settings.from_env()
-    run = uuid.uuid4().hex[:12]
-    gate = asyncio.Semaphore(concurrency)
-    headers = {"Authorization": f"Bearer {key}"}
-
-    async def create(http: httpx.AsyncClient, n: int) -> str:
-        idempotency_key = f"locust-seed-{run}-{n}"
-        body = {"currency": currency, "reference": f"locust-funded-{run}-{n}"}
-        for attempt in range(10):
-            try:
-                response = await http.post("/v1/wallets", json=body, headers={"Idempotency-Key": idempotency_key})
-            except httpx.TransportError:
-                await asyncio.sleep(0.2 * 2**attempt)
-                continue
-            if response.status_code == 201:
-                wallet_id: str = response.json()["id"]
-                return wallet_id
-            if response.status_code in (409, 429, 503):
-                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-                continue
-            raise SystemExit(f"POST /v1/wallets answered {response.status_code}: {response.text}")
-        raise SystemExit("POST /v1/wallets kept failing; is the gateway up?")
-
-    async def one(http: httpx.AsyncClient, shards: Any, n: int) -> str:
-        async with gate:
-            wallet_id = await create(http, n)
-            try:
-                await wallet_service.credit(shards, wallet_id, amount, "locust load test funding")
-            except ApiError:
-                raise SystemExit(
-                    f"{wallet_id} was created by {host} but is not in the databases of "
-                    f"SHARDPAY_DB_PREFIX={settings.db_prefix!r}: run the seed with the gateway's SHARDPAY_* settings"
-                ) from None
-            return wallet_id
-
-    async with (
-        httpx.AsyncClient(base_url=host, headers=headers, timeout=30) as http,
-        open_shards(settings, pool_max=max(2, min(concurrency, 8))) as shards,
-    ):
-        return list(await asyncio.gather(*(one(http, shards, n) for n in range(wallets))))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.locustfile", description=(__doc__ or "").split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    cmd = sub.add_parser("seed", help="create and fund wallets, write their ids to a file")
-    cmd.add_argument("--wallets", type=int, default=200, help="how many wallets (default 200)")
-    cmd.add_argument("--amount", type=int, default=1_000_000, help="credit per wallet, minor units (default 10^6)")
-    cmd.add_argument("--currency", default=os.environ.get("SHARDPAY_CURRENCY", "USD"))
-    cmd.add_argument("--host", default=DEFAULT_HOST, help=f"the gateway (default {DEFAULT_HOST})")
-    cmd.add_argument("--out", default="loadtest/results/funded_wallets.txt", help="file to write (overwritten)")
-    cmd.add_argument("--concurrency", type=int, default=16)
-    args = parser.parse_args(argv)
-    if args.wallets < 2 or not 1 <= args.amount <= 10**15:
-        parser.error("need --wallets >= 2 and 1 <= --amount <= 10^15")
-    started = time.monotonic()
-    ids = asyncio.run(
-        seed(args.host.rstrip("/"), api_key(), args.wallets, args.amount, args.currency.upper(), args.concurrency)
-    )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(f"{wallet_id}\n" for wallet_id in ids))
-    summary = {
-        "file": str(out),
-        "wallets": len(ids),
-        "amount": args.amount,
-        "currency": args.currency.upper(),
-        "seconds": round(time.monotonic() - started, 2),
-        "next": f"export SHARDPAY_FUNDED_WALLETS={out}",
-    }
-    print(json.dumps(summary, indent=2))
-
-
 if __name__ == "__main__":
+    from loadtest.locust_seed import main
+
     main()

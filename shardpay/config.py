@@ -17,7 +17,8 @@ def _raw(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(PREFIX + name, default)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    """``SHARDPAY_<name>`` as an int >= ``minimum`` (also read by the load tools in ``loadtest/``)."""
     raw = _raw(env, name, str(default))
     try:
         value = int(raw)
@@ -28,7 +29,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    """``SHARDPAY_<name>`` as a float."""
     raw = _raw(env, name, str(default))
     try:
         return float(raw)
@@ -60,7 +62,7 @@ def _shard_dsns(env: Mapping[str, str], pg: str, db_prefix: str) -> tuple[str, .
     explicit = _raw(env, "SHARD_DSNS", "")
     if explicit.strip():
         return tuple(part.strip() for part in explicit.split(",") if part.strip())
-    count = _int(env, "SHARDS", 4, minimum=1)
+    count = env_int(env, "SHARDS", 4, minimum=1)
     return tuple(f"{pg}/{db_prefix}_shard_{n}" for n in range(count))
 
 
@@ -109,28 +111,28 @@ class Settings:
         db_prefix = _raw(e, "DB_PREFIX", "shardpay")
         return cls(
             host=_raw(e, "HOST", "127.0.0.1"),
-            port=_int(e, "PORT", 8000, minimum=1),
-            workers=_int(e, "WORKERS", 2, minimum=1),
+            port=env_int(e, "PORT", 8000, minimum=1),
+            workers=env_int(e, "WORKERS", 2, minimum=1),
             pg_server=pg,
             db_prefix=db_prefix,
             control_dsn=_raw(e, "CONTROL_DSN", f"{pg}/{db_prefix}_control"),
             shard_dsns=_shard_dsns(e, pg, db_prefix),
-            pool_min=_int(e, "POOL_MIN", 2, minimum=1),
-            pool_max=_int(e, "POOL_MAX", 8, minimum=1),
-            db_timeout=_float(e, "DB_TIMEOUT", 5.0),
+            pool_min=env_int(e, "POOL_MIN", 2, minimum=1),
+            pool_max=env_int(e, "POOL_MAX", 8, minimum=1),
+            db_timeout=env_float(e, "DB_TIMEOUT", 5.0),
             redis_url=_raw(e, "REDIS_URL", "redis://127.0.0.1:6379/0"),
-            redis_timeout=_float(e, "REDIS_TIMEOUT", 0.25),
+            redis_timeout=env_float(e, "REDIS_TIMEOUT", 0.25),
             amqp_url=_raw(e, "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
             ratelimit_fail_open=_bool(e, "RATELIMIT_FAIL_OPEN", True),
-            default_rate=_int(e, "DEFAULT_RATE", 1000, minimum=1),
-            default_burst=_int(e, "DEFAULT_BURST", 2000, minimum=1),
-            idempotency_lock_ms=_int(e, "IDEMPOTENCY_LOCK_MS", 30_000, minimum=100),
-            idempotency_cache_s=_int(e, "IDEMPOTENCY_CACHE_S", 600, minimum=1),
-            request_timeout=_float(e, "REQUEST_TIMEOUT", 10.0),
-            saga_inline_timeout=_float(e, "SAGA_INLINE_TIMEOUT", 1.0),
-            saga_recovery_after=_float(e, "SAGA_RECOVERY_AFTER", 5.0),
-            saga_abort_after=_float(e, "SAGA_ABORT_AFTER", 300.0),
+            default_rate=env_int(e, "DEFAULT_RATE", 1000, minimum=1),
+            default_burst=env_int(e, "DEFAULT_BURST", 2000, minimum=1),
+            idempotency_lock_ms=env_int(e, "IDEMPOTENCY_LOCK_MS", 30_000, minimum=100),
+            idempotency_cache_s=env_int(e, "IDEMPOTENCY_CACHE_S", 600, minimum=1),
+            request_timeout=env_float(e, "REQUEST_TIMEOUT", 10.0),
+            saga_inline_timeout=env_float(e, "SAGA_INLINE_TIMEOUT", 1.0),
+            saga_recovery_after=env_float(e, "SAGA_RECOVERY_AFTER", 5.0),
+            saga_abort_after=env_float(e, "SAGA_ABORT_AFTER", 300.0),
             webhook_backoff=_floats(e, "WEBHOOK_BACKOFF", DEFAULT_WEBHOOK_BACKOFF),
-            webhook_timeout=_float(e, "WEBHOOK_TIMEOUT", 5.0),
+            webhook_timeout=env_float(e, "WEBHOOK_TIMEOUT", 5.0),
             log_requests=_bool(e, "LOG_REQUESTS", True),
         )

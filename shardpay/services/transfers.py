@@ -76,8 +76,8 @@ async def _route(shards: Shards, caller: Caller, cmd: CreateTransfer) -> _Route:
     route = _Route(source_slot, shards.index_of(source_slot), shards.index_of(destination_slot))
     if route.cross:
         # The source shard cannot see the destination: check it here, before any money moves.
-        currency = await wallets.currency_of(shards, caller.merchant_id, cmd.destination, "destination")
-        if currency != cmd.currency:
+        destination = await wallets.fetch(shards, caller.merchant_id, cmd.destination, "destination")
+        if destination["currency"] != cmd.currency:
             raise _mismatch(cmd)
     return route
 

@@ -65,26 +65,6 @@ async def fetch(shards: Shards, merchant_id: str, wallet_id: str, param: str | N
     return row
 
 
-# What never changes about a wallet (its merchant and currency), per process: a cross-shard transfer checks its
-# destination here rather than with a query to the destination's shard each time. Wallets are never deleted,
-# and only wallets that exist are remembered, so an entry cannot go stale. Bounded: past the limit it starts over.
-_FACTS: dict[str, tuple[str, str]] = {}
-FACTS_LIMIT = 200_000
-
-
-async def currency_of(shards: Shards, merchant_id: str, wallet_id: str, param: str | None = None) -> str:
-    """The currency of the merchant's wallet, or 404, as ``fetch`` would answer but mostly from memory."""
-    facts = _FACTS.get(wallet_id)
-    if facts is None:
-        row = await fetch(shards, merchant_id, wallet_id, param)
-        if len(_FACTS) >= FACTS_LIMIT:
-            _FACTS.clear()
-        facts = _FACTS[wallet_id] = (row["merchant_id"], row["currency"])
-    if facts[0] != merchant_id:
-        raise ApiError.not_found(param, wallet_id)
-    return facts[1]
-
-
 async def get(shards: Shards, caller: Caller, wallet_id: str) -> Outcome:
     return Outcome.of(200, render.wallet(await fetch(shards, caller.merchant_id, wallet_id)))
 
