@@ -26,7 +26,7 @@ from events.logs import emit
 from events.volume import Movement, movement_of
 from shardpay.config import Settings
 
-ANALYTICS = ConsumerSpec(name="analytics", queue=topology.ANALYTICS, prefetch=256)
+ANALYTICS = ConsumerSpec(name="analytics", queue=topology.ANALYTICS, prefetch=16)
 # Far longer than any redelivery can lag (seconds to hours), so forgetting older ids never double-counts.
 PROCESSED_RETENTION_DAYS = 30
 PRUNE_EVERY = 3600.0

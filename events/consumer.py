@@ -1,11 +1,13 @@
 """Running one queue consumer: manual acks, a prefetch window, batches, reconnection, and a graceful stop.
 
-Each message's envelope is parsed as it arrives (one that can never be read is dead-lettered at once); then
-the messages of the prefetch window go to the handler in batches, the way ``shards.batcher`` groups money
-steps: a message that finds the handler idle goes alone, the ones that arrive while a batch is being handled
-go together in the next. The handler gives each message its own outcome, so one bad event never fails its
-neighbours. A message is acked only after its batch was handled, so a crash at any point leaves it unacked
-and the broker delivers it again. Handlers therefore must be idempotent by event id.
+A message holds one event or a pack of them (``events.pack``). Each event's envelope is parsed as it arrives;
+then the events of the prefetch window go to the handler in batches, the way ``shards.batcher`` groups money
+steps: events that find the handler idle go at once, the ones that arrive while a batch is being handled go
+together in the next. The handler gives each event its own outcome, so one bad event never fails its
+neighbours: an event that can never be processed is dead-lettered alone (a single-event message is rejected
+to the queue's ``.dead`` queue; one out of a pack is copied there, confirmed). A message is acked only after
+all its events were handled; if any must be tried again, the whole message goes back, so a crash at any
+point leaves it unacked and the broker delivers it again. Handlers therefore must be idempotent by event id.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
-from events import broker, topology
+from events import broker, pack, topology
 from events.backoff import Backoff, sleep_or_stop
 from events.envelope import Event, InvalidEvent, parse
 from events.logs import emit
@@ -31,15 +33,17 @@ from shards.batcher import Batcher
 
 @dataclass(frozen=True)
 class Incoming:
-    """One delivered message and the event in it."""
+    """One event: its exact bytes, what they say, and the message that brought it (alone or in a pack)."""
 
     message: AbstractIncomingMessage
+    body: bytes
     event: Event
 
 
 # A batch handler: one outcome per message, in order. None means done (ack); InvalidEvent means it can never
 # be processed (dead-letter); any other exception means try again later (nack). Raising fails the whole batch.
 Outcome = BaseException | None
+MAX_BATCH = 1000  # events per handler call
 Handler = Callable[[Sequence[Incoming], AbstractChannel], Awaitable[Sequence[Outcome]]]
 
 
@@ -47,7 +51,7 @@ Handler = Callable[[Sequence[Incoming], AbstractChannel], Awaitable[Sequence[Out
 class ConsumerSpec:
     name: str
     queue: str
-    prefetch: int
+    prefetch: int  # messages; a pack holds up to the relay's batch size of events
     batches_in_flight: int = 1  # batches handled at once; more than one lets a slow batch not stall the rest
     grace: float = 8.0  # for in-flight messages on SIGTERM; below the supervisor's 10 s before SIGKILL
     retry_pause: float = 1.0  # before a failed message goes back, so an outage does not become a hot loop
@@ -98,7 +102,7 @@ async def _session(
         queue = await channel.get_queue(spec.queue, ensure=False)
         inflight, tally = Inflight(), Tally(spec)
         batcher = _batcher(spec, handler, channel)
-        tag = await queue.consume(inflight.track(partial(_process, spec, batcher, tally)))
+        tag = await queue.consume(inflight.track(partial(_process, spec, batcher, channel, tally)))
         backoff.reset()
         emit("consumer.started", consumer=spec.name, queue=spec.queue, prefetch=spec.prefetch)
         lost = await _stop_or_lost(stop, channel)
@@ -119,26 +123,46 @@ def _batcher(spec: ConsumerSpec, handler: Handler, channel: AbstractChannel) -> 
         return (await many([item]))[0]
 
     def overloaded() -> BaseException:  # never raised: the prefetch window bounds what can wait
-        return RuntimeError(f"{spec.name}: more messages waiting than its prefetch of {spec.prefetch}")
+        return RuntimeError(f"{spec.name}: too many events waiting")
 
-    return Batcher(many, one, overloaded, spec.prefetch, spec.batches_in_flight, queue_limit=spec.prefetch + 1)
+    return Batcher(many, one, overloaded, MAX_BATCH, spec.batches_in_flight, queue_limit=2**31)
 
 
 async def _process(
-    spec: ConsumerSpec, batcher: Batcher[Incoming, Outcome], tally: Tally, message: AbstractIncomingMessage
-) -> None:
-    try:
-        await batcher.submit(Incoming(message, parse(message.body)))  # an outcome that is an exception is raised
-    except InvalidEvent as exc:
-        emit("consumer.invalid_event", consumer=spec.name, message_id=message.message_id, error=str(exc))
-        await _settle(message.reject(requeue=False), tally, "dead_lettered")  # to the queue's .dead queue
-        return
-    except Exception as exc:  # the boundary of one message: whatever failed, the message is kept for later
-        emit("consumer.retry_later", consumer=spec.name, message_id=message.message_id, error=type(exc).__name__)
+    spec: ConsumerSpec, batcher: Batcher[Incoming, Outcome], channel: AbstractChannel, tally: Tally,
+    message: AbstractIncomingMessage,
+) -> None:  # fmt: skip
+    bodies = pack.unpack(message)
+    outcomes = await asyncio.gather(*(_submit(batcher, message, body) for body in bodies), return_exceptions=True)
+    retry = [o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, InvalidEvent)]
+    if retry:  # the whole message goes again; its other events are idempotent
+        emit("consumer.retry_later", consumer=spec.name, message_id=message.message_id, error=type(retry[0]).__name__)
         await asyncio.sleep(spec.retry_pause)
         await _settle(message.nack(requeue=True), tally, "requeued")
         return
+    invalid = [(body, o) for body, o in zip(bodies, outcomes, strict=True) if isinstance(o, InvalidEvent)]
+    for _, error in invalid:
+        emit("consumer.invalid_event", consumer=spec.name, message_id=message.message_id, error=str(error))
+    if invalid and len(bodies) == 1:
+        await _settle(message.reject(requeue=False), tally, "dead_lettered")  # to the queue's .dead queue
+        return
+    try:
+        for body, error in invalid:
+            await _bury(channel, spec, body, error)
+    except broker.TRANSIENT:
+        tally.add("unsettled")  # the channel is gone: the broker gives the whole pack again
+        return
     await _settle(message.ack(), tally, "acked")
+
+
+async def _submit(batcher: Batcher[Incoming, Outcome], message: AbstractIncomingMessage, body: bytes) -> Outcome:
+    return await batcher.submit(Incoming(message, body, parse(body)))  # an outcome that is an exception is raised
+
+
+async def _bury(channel: AbstractChannel, spec: ConsumerSpec, body: bytes, error: InvalidEvent) -> None:
+    """One unreadable event out of a pack, to the queue's dead-letter queue, confirmed."""
+    copy = broker.event_message(body, "", "invalid", {"x-invalid": str(error)[:200]})
+    await channel.default_exchange.publish(copy, routing_key=topology.dead_queue(spec.queue), mandatory=True)
 
 
 async def _settle(outcome: Awaitable[None], tally: Tally, name: str) -> None:

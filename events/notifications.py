@@ -27,7 +27,8 @@ from events.logs import emit
 from shardpay.config import Settings
 
 # Several batches at once, so one merchant's slow endpoint (up to the webhook timeout) does not hold up the rest.
-NOTIFICATIONS = ConsumerSpec(name="notifications", queue=topology.NOTIFICATIONS, prefetch=128, batches_in_flight=4)
+NOTIFICATIONS = ConsumerSpec(name="notifications", queue=topology.NOTIFICATIONS, prefetch=16, batches_in_flight=4)
+MAX_CONNECTIONS = 128  # concurrent webhook POSTs
 
 
 @dataclass
@@ -58,16 +59,16 @@ class Notifier:
         return [d if isinstance(d, BaseException) else None for d in done]
 
     async def _send(self, item: Incoming, target: webhook.Target, channel: AbstractChannel) -> Delivery:
-        result = await self.sender.post(target, item.message.body, int(time.time()))
+        result = await self.sender.post(target, item.body, int(time.time()))
         attempt = retry.attempt_of(item.message)
         if result.ok:
             # Not logged: the deliveries table is the record, and a line per webhook would drown the failures.
             return Delivery(item.event, "delivered", attempt, result)
         delay = retry.delay_after(attempt, self.backoff)
         if delay is None:
-            queue = await retry.bury(channel, item.message, item.event, result)
+            queue = await retry.bury(channel, item.message, item.body, item.event, result)
         else:
-            queue = await retry.schedule(channel, item.message, item.event, delay)
+            queue = await retry.schedule(channel, item.message, item.body, item.event, delay)
         emit(
             "webhook.failed", event_id=item.event.id, merchant=item.event.merchant, attempt=attempt,
             status=result.status, error=result.error, next=queue,
@@ -87,7 +88,7 @@ async def run_notifications(settings: Settings, stop: asyncio.Event) -> None:
     """Deliver merchant webhooks until ``stop`` is set."""
     spec = dataclasses.replace(NOTIFICATIONS, grace=min(NOTIFICATIONS.grace, settings.webhook_timeout + 2))
     control = await db.lazy_pool(settings.control_dsn, settings, max_size=8)
-    limits = httpx.Limits(max_connections=spec.prefetch, max_keepalive_connections=32)
+    limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=32)
     try:
         async with httpx.AsyncClient(timeout=settings.webhook_timeout, limits=limits) as client:
             sender = webhook.Sender(client, settings.webhook_timeout)

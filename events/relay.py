@@ -1,9 +1,9 @@
 """The outbox relay: every shard's unpublished outbox rows, in seq order, to the ``shardpay.events`` exchange.
 
-A batch is claimed ``FOR UPDATE SKIP LOCKED`` inside a transaction, published with publisher confirms, and
-marked published in the same transaction only after the last confirm. A crash or a broker failure anywhere
-before the commit leaves the rows unpublished, and they go again: delivery is at least once, and consumers
-are idempotent by event id.
+A batch is claimed ``FOR UPDATE SKIP LOCKED`` inside a transaction, published as one message (``events.pack``)
+with a publisher confirm, and marked published in the same transaction only after the confirm. A crash or a
+broker failure anywhere before the commit leaves the rows unpublished, and they go again: delivery is at least
+once, and consumers are idempotent by event id.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-import aio_pika
 import asyncpg
 
-from events import broker, db, outbox
+from events import db, outbox, pack
 from events.backoff import Backoff, sleep_or_stop
 from events.logs import emit
 from events.publisher import Publisher, PublishFailed
@@ -51,7 +50,7 @@ async def relay_batch(pool: asyncpg.Pool, publisher: Publisher, limit: int) -> i
     async with pool.acquire() as conn, conn.transaction():
         rows = await outbox.claim(conn, limit)
         if rows:
-            await publisher.publish([(row["type"], _message(row)) for row in rows])
+            await publisher.publish([(pack.ROUTING_KEY, pack.pack_message(rows))])
             await outbox.mark_published(conn, [row["seq"] for row in rows])
     return len(rows)
 
@@ -107,11 +106,6 @@ class ShardRelay:
             emit("relay.recovered", shard=self.shard)
         self._failing = False
         self._backoff.reset()
-
-
-def _message(row: asyncpg.Record) -> aio_pika.Message:
-    headers = {"merchant": row["merchant_id"]}
-    return broker.event_message(row["body"].encode(), row["event_id"], row["type"], headers)
 
 
 async def _declare_early(publisher: Publisher) -> None:

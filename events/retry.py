@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from events import broker, topology
+from events import broker, pack, topology
 from events.envelope import Event
 from events.webhook import Result
 
@@ -32,20 +32,24 @@ def delay_after(attempt: int, backoff: Sequence[float]) -> float | None:
     return backoff[attempt - 1] if attempt <= len(backoff) else None
 
 
-async def schedule(channel: AbstractChannel, message: AbstractIncomingMessage, event: Event, delay: float) -> str:
-    """Park the message in the delay queue for ``delay``; returns once the broker confirmed it."""
+async def schedule(
+    channel: AbstractChannel, message: AbstractIncomingMessage, body: bytes, event: Event, delay: float
+) -> str:
+    """Park the event (``body``, from ``message``) in the delay queue for ``delay``; returns once confirmed."""
     queue = topology.delay_queue(delay)
     expiration = delay * random.uniform(1 - JITTER, 1.0)
     headers = {ATTEMPT_HEADER: attempt_of(message) + 1}
-    await _publish(channel, queue, _copy(message, event, headers, expiration))
+    await _publish(channel, queue, _copy(message, body, event, headers, expiration))
     return queue
 
 
-async def bury(channel: AbstractChannel, message: AbstractIncomingMessage, event: Event, result: Result) -> str:
-    """Move the message to the notifications dead-letter queue; returns once the broker confirmed it."""
+async def bury(
+    channel: AbstractChannel, message: AbstractIncomingMessage, body: bytes, event: Event, result: Result
+) -> str:
+    """Move the event to the notifications dead-letter queue; returns once the broker confirmed it."""
     queue = topology.dead_queue(topology.NOTIFICATIONS)
     headers = {ATTEMPT_HEADER: attempt_of(message), "x-last-status": result.status, "x-last-error": result.error}
-    await _publish(channel, queue, _copy(message, event, headers, None))
+    await _publish(channel, queue, _copy(message, body, event, headers, None))
     return queue
 
 
@@ -55,8 +59,12 @@ async def _publish(channel: AbstractChannel, queue: str, message: aio_pika.Messa
 
 
 def _copy(
-    message: AbstractIncomingMessage, event: Event, extra: Mapping[str, object], expiration: float | None
+    message: AbstractIncomingMessage, body: bytes, event: Event, extra: Mapping[str, object], expiration: float | None
 ) -> aio_pika.Message:
-    # The broker's own x- headers (x-death grows with every pass through a delay queue) are not carried over.
-    kept = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
-    return broker.event_message(message.body, event.id, event.type, {**kept, **extra}, expiration)
+    """A single-event message: the event's own bytes, whether it came alone or in a pack."""
+    if message.type == pack.PACK_TYPE:
+        kept: dict[str, object] = {"merchant": event.merchant}
+    else:
+        # The broker's own x- headers (x-death grows with every pass through a delay queue) are not carried over.
+        kept = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
+    return broker.event_message(body, event.id, event.type, {**kept, **extra}, expiration)

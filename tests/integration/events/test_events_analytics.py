@@ -54,7 +54,7 @@ class CountingCounter(Counter):
 
     async def __call__(self, batch: Sequence[Incoming], channel: AbstractChannel) -> list[Outcome]:
         outcomes = await super().__call__(batch, channel)
-        self.handled.extend(item.message.message_id or "" for item in batch)
+        self.handled.extend(item.event.id for item in batch)
         return outcomes
 
 
@@ -121,6 +121,26 @@ async def test_a_money_event_without_an_amount_is_dead_lettered(
     async with running(lambda stop: run_analytics(settings, stop)) as group:
         await wait_until(lambda: _depth_is(channel, dead, 1), 10, "the bad event dead-lettered", group)
     assert await totals(control) == (0, 0)
+
+
+async def test_a_bad_event_in_a_pack_is_dead_lettered_alone(
+    settings: Settings, shard_pools: list[asyncpg.Pool], control: asyncpg.Pool, channel: AbstractChannel
+) -> None:
+    await topology.declare(channel, settings.webhook_backoff)
+    bad = transfer_event("mer_a", 1)
+    bad = dataclasses.replace(bad, body=bad.body.replace('"amount":1,', ""))
+    await insert_events(shard_pools[0], [transfer_event("mer_a", 100), bad, transfer_event("mer_a", 20)])
+    dead = topology.dead_queue(topology.ANALYTICS)
+    analytics = lambda stop: run_analytics(settings, stop)  # noqa: E731
+    async with running(relay(settings), analytics) as group:  # the relay sends the three as one pack
+        await wait_until(lambda: _depth_is(channel, dead, 1), 10, "the bad event dead-lettered", group)
+        await wait_until(lambda: _totals_are(control, (2, 120)), 10, "the two good events counted", group)
+    buried = await (await channel.get_queue(dead)).get(no_ack=True)
+    assert buried.body == bad.body.encode()
+
+
+async def _totals_are(control: asyncpg.Pool, expected: tuple[int, int]) -> bool:
+    return await totals(control) == expected
 
 
 async def _depth_is(channel: AbstractChannel, name: str, count: int) -> bool:

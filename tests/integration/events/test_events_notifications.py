@@ -126,7 +126,7 @@ class CountingNotifier(Notifier):
 
     async def __call__(self, batch: Sequence[Incoming], channel: AbstractChannel) -> list[Outcome]:
         outcomes = await super().__call__(batch, channel)
-        self.handled.extend(item.message.message_id or "" for item in batch)
+        self.handled.extend(item.event.id for item in batch)
         return outcomes
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import aio_pika
 import asyncpg
+import orjson
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, DeliveryMode
 from events_support import (
@@ -23,6 +24,7 @@ from events_support import (
 )
 
 from events import outbox, topology
+from events.pack import PACK_TYPE, ROUTING_KEY, unpack
 from events.publisher import Publisher, PublishFailed
 from events.relay import RelayOptions, relay_batch, run_relay
 from shardpay.config import Settings
@@ -52,6 +54,11 @@ async def drain(channel: AbstractChannel, queue_name: str) -> list[AbstractIncom
     return messages
 
 
+async def drained_ids(channel: AbstractChannel, queue_name: str) -> list[str]:
+    """The ids of every event in the queue's messages (packs and single events), in order."""
+    return [orjson.loads(body)["id"] for message in await drain(channel, queue_name) for body in unpack(message)]
+
+
 def relay(settings: Settings, batch_size: int = 200) -> Runner:
     return lambda stop: run_relay(settings, stop, RelayOptions(batch_size=batch_size))
 
@@ -62,16 +69,21 @@ async def test_relay_publishes_every_row_with_its_properties(
     events = await insert_spread(shard_pools, 50)
     async with running(relay(settings)) as group:
         await wait_until(lambda: _none_left(shard_pools), 10, "every row published", group)
-    messages = {m.message_id: m for m in await drain(channel, topology.ANALYTICS)}
-    assert set(messages) == {e.event_id for e in events}
-    for event in events:
-        message = messages[event.event_id]
-        assert message.body == event.body.encode()  # byte for byte: webhook signatures depend on it
-        assert message.routing_key == "transfer.succeeded"
+    messages = await drain(channel, topology.ANALYTICS)
+    assert len(messages) == 2  # one pack per shard's batch
+    bodies = {}
+    for message in messages:
+        assert message.type == PACK_TYPE
+        assert message.routing_key == ROUTING_KEY
         assert message.delivery_mode == DeliveryMode.PERSISTENT
-        assert message.content_type == "application/json"
-        assert (message.headers or {})["merchant"] == event.merchant
-    assert len(await drain(channel, topology.NOTIFICATIONS)) == 50
+        assert message.content_type == "application/x-ndjson"
+        lines = unpack(message)
+        assert (message.headers or {})["events"] == len(lines)
+        bodies.update({orjson.loads(line)["id"]: line for line in lines})
+    assert set(bodies) == {e.event_id for e in events}
+    for event in events:
+        assert bodies[event.event_id] == event.body.encode()  # byte for byte: webhook signatures depend on it
+    assert len(await drained_ids(channel, topology.NOTIFICATIONS)) == 50
 
 
 async def _none_left(pools: list[asyncpg.Pool]) -> bool:
@@ -141,7 +153,7 @@ async def test_unroutable_message_is_an_error_and_the_row_goes_again(
         assert await relay_batch(pool, publisher, 100) == 1  # reconnected, topology declared again
     finally:
         await publisher.close()
-    assert [m.message_id for m in await drain(channel, topology.ANALYTICS)] == [late.event_id]
+    assert await drained_ids(channel, topology.ANALYTICS) == [late.event_id]
 
 
 async def test_two_relays_publish_each_event_exactly_once(
@@ -150,7 +162,7 @@ async def test_two_relays_publish_each_event_exactly_once(
     events = await insert_spread(shard_pools, 1000)
     async with running(relay(settings, batch_size=20), relay(settings, batch_size=20)) as group:
         await wait_until(lambda: _none_left(shard_pools), 30, "every row published", group)
-    ids = [m.message_id for m in await drain(channel, topology.ANALYTICS)]
+    ids = await drained_ids(channel, topology.ANALYTICS)
     assert len(ids) == 1000
     assert set(ids) == {e.event_id for e in events}
 
@@ -166,7 +178,7 @@ async def test_relay_waits_out_an_unreachable_broker_then_publishes(
         assert await unpublished(shard_pools) == 20
     async with running(relay(settings)) as group:
         await wait_until(lambda: _none_left(shard_pools), 10, "every row published", group)
-    assert len(await drain(channel, topology.ANALYTICS)) == 20
+    assert len(await drained_ids(channel, topology.ANALYTICS)) == 20
 
 
 async def test_a_shard_that_is_down_does_not_stop_the_others(
@@ -178,7 +190,7 @@ async def test_a_shard_that_is_down_does_not_stop_the_others(
     async with running(relay(half)) as group:
         await wait_until(lambda: _none_left(shard_pools[1:]), 10, "shard 1 published", group)
     assert await unpublished(shard_pools[:1]) == 10
-    assert {m.message_id for m in await drain(channel, topology.ANALYTICS)} == {e.event_id for e in events[10:]}
+    assert set(await drained_ids(channel, topology.ANALYTICS)) == {e.event_id for e in events[10:]}
 
 
 async def test_relay_survives_a_broker_restart(
@@ -197,7 +209,7 @@ async def test_relay_survives_a_broker_restart(
         await proxy.start()
         await wait_until(lambda: _none_left(shard_pools), 15, "second wave published after the restart", group)
     await proxy.cut()
-    ids = {m.message_id for m in await drain(channel, topology.ANALYTICS)}
+    ids = set(await drained_ids(channel, topology.ANALYTICS))
     assert ids == {e.event_id for e in first + second}
 
 
