@@ -31,6 +31,11 @@ _LEDGER_RULES = (
     ("system_balance", "acc",
      "kind <> 'wallet' AND (available <> 0 OR pending <> 0 OR id <> 'sys_' || kind || '_' || currency)",
      "id, kind, currency, available, pending"),
+    # Entries carry no foreign key (migration 0005): every entry must still name an account of this shard.
+    ("entry_account",
+     "(SELECT s.account_id, s.currency, s.n FROM sums s LEFT JOIN accounts a ON a.id = s.account_id "
+     "WHERE a.id IS NULL) m",
+     "true", "account_id, currency, n AS entries"),
     ("entry_currency",
      "(SELECT s.account_id, s.currency AS entry_currency, a.currency AS account_currency, s.n "
      "FROM sums s JOIN accounts a ON a.id = s.account_id) m",

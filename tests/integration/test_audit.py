@@ -203,6 +203,22 @@ async def test_an_entry_in_another_currency_than_its_account_is_caught(scratch: 
     assert await broken_rules(scratch.settings) == set()
 
 
+async def test_an_entry_for_an_account_that_does_not_exist_is_caught(scratch: Scratch) -> None:
+    pool = scratch.shards.pool(1)
+    await pool.execute(
+        "WITH t AS (SELECT nextval('ledger_txn_seq') AS id) "
+        "INSERT INTO ledger_entries (txn_id, account_id, amount, currency, kind, ref) "
+        "SELECT t.id, a, x, 'USD', 'forged', 'forged' "
+        "FROM t, (VALUES ('wal_nowhere', 5), ('sys_funding_USD', -5)) v(a, x)"
+    )
+    report = await audit(scratch.settings)
+    assert "entry_account" in report["violation_counts"], report["violation_counts"]
+    found = [v["detail"] for v in report["violations"] if v["rule"] == "entry_account"]
+    assert found == [{"account_id": "wal_nowhere", "currency": "USD", "entries": 1}]
+    await without_immutability(pool, "DELETE FROM ledger_entries WHERE kind = 'forged'")
+    assert await broken_rules(scratch.settings) == set()
+
+
 async def test_a_disabled_immutability_trigger_is_caught(scratch: Scratch) -> None:
     pool = scratch.shards.pool(1)
     await pool.execute("ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_no_change")
