@@ -7,8 +7,7 @@ import asyncpg
 from events.db import Conn
 
 _CLAIM = (
-    "SELECT seq, event_id, merchant_id, type, body FROM outbox WHERE published_at IS NULL "
-    "ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
+    "SELECT seq, event_id, body FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
 )
 # Only the oldest rows by seq are candidates: seq and published_at grow together, so walking from the head
 # reaches every prunable row without an index on published_at (a full scan per round would grow with traffic).
