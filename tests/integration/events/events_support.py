@@ -8,12 +8,14 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from aio_pika.abc import AbstractChannel
 
+from events.consumer import Handler, Incoming, Outcome
 from shardpay import ids
 from shardpay.domain.events import render_event
 
@@ -86,6 +88,23 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+@dataclass
+class Counting:
+    """Wraps a consumer's batch handler and notes the id of every event it finished handling, so a test knows
+    when a duplicate has been seen."""
+
+    handler: Handler
+    handled: list[str] = field(default_factory=list)
+
+    async def __call__(self, batch: Sequence[Incoming], channel: AbstractChannel) -> Sequence[Outcome]:
+        outcomes = await self.handler(batch, channel)
+        self.handled.extend(item.event.id for item in batch)
+        return outcomes
+
+    async def seen(self, count: int) -> bool:
+        return len(self.handled) >= count
 
 
 def free_port() -> int:

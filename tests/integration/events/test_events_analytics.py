@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
-from events_support import Runner, TcpProxy, insert_events, running, transfer_event, wait_until, wallet_event
+from events_support import Counting, Runner, TcpProxy, insert_events, running, transfer_event, wait_until, wallet_event
 
 from events import topology
 from events.analytics import ANALYTICS, Counter, apply, query, run_analytics
-from events.consumer import Incoming, Outcome, run_consumer
+from events.consumer import run_consumer
 from events.envelope import parse
 from events.relay import run_relay
 from events.volume import movement_of
@@ -49,33 +48,19 @@ async def test_apply_counts_an_event_once(control: asyncpg.Pool) -> None:
     assert await totals(control) == (1, 250)
 
 
-class CountingCounter(Counter):
-    handled: list[str]
-
-    async def __call__(self, batch: Sequence[Incoming], channel: AbstractChannel) -> list[Outcome]:
-        outcomes = await super().__call__(batch, channel)
-        self.handled.extend(item.event.id for item in batch)
-        return outcomes
-
-
 async def test_the_same_event_delivered_twice_counts_once(
     settings: Settings, shard_pools: list[asyncpg.Pool], control: asyncpg.Pool
 ) -> None:
     event = transfer_event("mer_a", 1234)
     await insert_events(shard_pools[0], [event, wallet_event("mer_a")])
-    counter = CountingCounter(control)
-    counter.handled = []
+    counter = Counting(Counter(control))
     consume = lambda stop: run_consumer(settings, ANALYTICS, counter, stop)  # noqa: E731
     async with running(relay(settings), consume) as group:
-        await wait_until(lambda: _handled(counter, 2), 10, "both events", group)
+        await wait_until(lambda: counter.seen(2), 10, "both events", group)
         await shard_pools[0].execute("UPDATE outbox SET published_at = NULL")  # the relay sends both again
-        await wait_until(lambda: _handled(counter, 4), 10, "both duplicates", group)
+        await wait_until(lambda: counter.seen(4), 10, "both duplicates", group)
     assert await totals(control) == (1, 1234)
     assert await control.fetchval("SELECT count(*) FROM analytics_processed") == 1  # wallet.created moves no money
-
-
-async def _handled(counter: CountingCounter, count: int) -> bool:
-    return len(counter.handled) >= count
 
 
 async def test_query_filters_by_currency_and_window(settings: Settings, control: asyncpg.Pool) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -11,10 +11,19 @@ import asyncpg
 import httpx
 import pytest
 from aio_pika.abc import AbstractChannel
-from events_support import Runner, WebhookReceiver, free_port, insert_events, running, transfer_event, wait_until
+from events_support import (
+    Counting,
+    Runner,
+    WebhookReceiver,
+    free_port,
+    insert_events,
+    running,
+    transfer_event,
+    wait_until,
+)
 
 from events import topology, webhook
-from events.consumer import Incoming, Outcome, run_consumer
+from events.consumer import run_consumer
 from events.notifications import NOTIFICATIONS, Notifier, run_notifications
 from events.relay import run_relay
 from events.signing import verify
@@ -119,17 +128,6 @@ async def test_webhook_is_dead_lettered_after_the_last_attempt(
         assert await depth(channel, topology.delay_queue(seconds)) == 0
 
 
-class CountingNotifier(Notifier):
-    """Notes every message it finished handling, so a test knows when a duplicate has been seen."""
-
-    handled: list[str]
-
-    async def __call__(self, batch: Sequence[Incoming], channel: AbstractChannel) -> list[Outcome]:
-        outcomes = await super().__call__(batch, channel)
-        self.handled.extend(item.event.id for item in batch)
-        return outcomes
-
-
 async def test_a_redelivered_delivered_event_is_not_posted_again(
     settings: Settings, shard_pools: list[asyncpg.Pool], control: asyncpg.Pool,
     receiver: WebhookReceiver, make_merchant: MakeMerchant,
@@ -138,20 +136,15 @@ async def test_a_redelivered_delivered_event_is_not_posted_again(
     event = transfer_event(merchant.merchant.id, 700)
     await insert_events(shard_pools[0], [event])
     async with httpx.AsyncClient() as client:
-        notifier = CountingNotifier(control, webhook.Sender(client, 2.0), settings.webhook_backoff)
-        notifier.handled = []
+        notifier = Counting(Notifier(control, webhook.Sender(client, 2.0), settings.webhook_backoff))
         consume = lambda stop: run_consumer(settings, NOTIFICATIONS, notifier, stop)  # noqa: E731
         async with running(relay(settings), consume) as group:
-            await wait_until(lambda: _handled(notifier, 1), 10, "the first delivery", group)
+            await wait_until(lambda: notifier.seen(1), 10, "the first delivery", group)
             # As if the relay had died between the broker's confirm and its commit: the row goes again.
             await shard_pools[0].execute("UPDATE outbox SET published_at = NULL")
-            await wait_until(lambda: _handled(notifier, 2), 10, "the duplicate", group)
+            await wait_until(lambda: notifier.seen(2), 10, "the duplicate", group)
     assert receiver.event_ids() == [event.event_id]
     assert (await deliveries(control))[event.event_id]["attempts"] == 1
-
-
-async def _handled(notifier: CountingNotifier, count: int) -> bool:
-    return len(notifier.handled) >= count
 
 
 async def test_merchant_without_webhook_url_is_skipped(
