@@ -99,6 +99,11 @@ def run(cfg: Config, pgbench_cache: dict[tuple[str, int, int], dict[str, Any]] |
     if not stack.port_free(cfg.port):
         raise stack.BenchError(f"127.0.0.1:{cfg.port} is in use: pick another --port")
 
+    result["postgres"] = asyncio.run(stack.server_settings())
+    wrong = {k: result["postgres"].get(k) for k, v in stack.EXPECTED_SETTINGS.items() if result["postgres"].get(k) != v}
+    result["checks"]["postgres_settings"] = not wrong
+    if wrong:
+        stack.say(f"PostgreSQL settings {wrong} differ from {stack.EXPECTED_SETTINGS}: `make services` sets them")
     stack.say(f"{cfg.label}: fresh databases {cfg.db_prefix}_*, Redis db {stack.REDIS_DB}, vhost {stack.VHOST}")
     asyncio.run(stack.drop_databases(cfg.db_prefix))
     stack.reset_redis()

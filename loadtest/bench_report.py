@@ -147,6 +147,10 @@ def summary(result: dict[str, Any]) -> str:
             f"  money       seeded {m['seeded']:,} = wallets {m['wallets']:,} + in flight {m['in_flight']:,} "
             f"(difference {m['difference']:,})  {mark(m['ok'])}"
         )
+    if "postgres" in result:
+        settings = result["postgres"]
+        shown = "  ".join(f"{k} {settings.get(k)}" for k in ("fsync", "synchronous_commit", "autovacuum"))
+        lines.append(f"  postgres    {shown}  {mark(result['checks'].get('postgres_settings', False))}")
     pg = result.get("pgbench")
     if pg:
         if pg.get("tps"):

@@ -166,6 +166,21 @@ async def connection_headroom() -> int:
         await admin.close()
 
 
+# Durability must be intact for the numbers to mean anything, and autovacuum on for them to last (infra/services.sh).
+EXPECTED_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "autovacuum": "on"}
+
+
+async def server_settings() -> dict[str, str]:
+    """The PostgreSQL settings a result depends on, as the server reports them."""
+    admin = await asyncpg.connect(f"{PG}/postgres")
+    try:
+        names = [*EXPECTED_SETTINGS, "max_connections", "shared_buffers", "wal_level", "server_version"]
+        rows = await admin.fetch("SELECT name, setting, unit FROM pg_settings WHERE name = ANY ($1::text[])", names)
+        return {r["name"]: r["setting"] + (f" x {r['unit']}" if r["unit"] else "") for r in rows}
+    finally:
+        await admin.close()
+
+
 # --------------------------------------------------------------------------------------------------- shardpay CLI
 
 
