@@ -126,3 +126,83 @@ async def test_saga_legs_batch_once_each(client: httpx.AsyncClient, shards: Shar
     assert await shards.pool(1).fetchval("SELECT available FROM accounts WHERE id = $1", destination) == 10
     assert await shards.pool(0).fetchval("SELECT available FROM accounts WHERE id = $1", source) == 90
     await audit_clean(migrated)
+
+
+async def clear(shards: Shards, batch: list[ledger.OpenTransfer]) -> bool:
+    """Whether sp_open_transfers takes its set-based path for ``batch`` (judged before anything is applied)."""
+    result: bool = await shards.pool(0).fetchval(
+        "SELECT sp_open_batch_is_clear($1, $2, $3, $4, $5, $6, $7)",
+        [t.merchant_id for t in batch], [t.idempotency_key for t in batch], [t.source for t in batch],
+        [t.destination for t in batch], [t.amount for t in batch], [t.currency for t in batch],
+        [t.cross_shard for t in batch],
+    )  # fmt: skip
+    return result
+
+
+async def test_a_clean_batch_applies_as_one_set_with_wallets_on_both_sides(
+    client: httpx.AsyncClient, shards: Shards, migrated: Any
+) -> None:
+    a = await new_wallet(client, shards, funds=100, shard=0)
+    b = await new_wallet(client, shards, funds=80, shard=0)
+    c = await new_wallet(client, shards, shard=0)
+    merchant_id = await owner(shards, a)
+    # b pays 80 while it receives 60 in the same batch; a pays exactly everything it holds, in two transfers.
+    batch = [request(merchant_id, a, b, 60), request(merchant_id, b, c, 80), request(merchant_id, a, c, 40)]
+    assert await clear(shards, batch)
+    results = await ledger.open_transfers(shards.pool(0), batch)
+    assert [r.outcome for r in results] == ["applied"] * 3
+    assert [orjson.loads(r.body or b"{}")["id"] for r in results] == [t.transfer_id for t in batch]
+    pool = shards.pool(0)
+    balances = {w: await pool.fetchval("SELECT available FROM accounts WHERE id = $1", w) for w in (a, b, c)}
+    assert balances == {a: 0, b: 60, c: 120}
+    ids = [t.transfer_id for t in batch]
+    assert await pool.fetchval("SELECT count(*) FROM transfers WHERE id = ANY($1) AND status = 'succeeded'", ids) == 3
+    assert await pool.fetchval("SELECT count(*) FROM ledger_entries WHERE ref = ANY($1)", ids) == 6
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE event_id = ANY($1)", [t.event_id for t in batch]) == 3
+    # The same batch again: every key is stored now, so each transfer is judged alone and replays.
+    assert not await clear(shards, batch)
+    again = await ledger.open_transfers(pool, batch)
+    assert [(r.outcome, r.body) for r in again] == [("replay", r.body) for r in results]
+    await audit_clean(migrated)
+
+
+async def test_batches_that_depend_on_order_are_not_applied_as_a_set(client: httpx.AsyncClient, shards: Shards) -> None:
+    source = await new_wallet(client, shards, funds=100, shard=0)
+    destination = await new_wallet(client, shards, shard=0)
+    other_currency = await new_wallet(client, shards, currency="EUR", shard=0)
+    merchant_id = await owner(shards, source)
+    fine = request(merchant_id, source, destination, 50)
+    assert await clear(shards, [fine, request(merchant_id, source, destination, 50)])
+    assert not await clear(shards, [fine, request(merchant_id, source, destination, 51)])  # not all fit
+    assert not await clear(shards, [fine, dataclasses.replace(fine, transfer_id="tr_other")])  # key repeated
+    assert not await clear(shards, [fine, request(merchant_id, source, other_currency, 1)])  # currency
+    assert not await clear(shards, [fine, request(merchant_id, source, "wal_0000missing", 1)])  # no wallet
+    assert not await clear(shards, [fine, request("mer_someone_else", source, destination, 1)])  # not theirs
+
+
+async def test_set_based_saga_legs_sum_what_each_wallet_gets(
+    client: httpx.AsyncClient, shards: Shards, migrated: Any
+) -> None:
+    source = await new_wallet(client, shards, funds=100, shard=0)
+    destination = await new_wallet(client, shards, shard=1)
+    merchant_id = await owner(shards, source)
+    opened = [dataclasses.replace(request(merchant_id, source, destination, amount), cross_shard=True)
+              for amount in (10, 20, 30, 40)]  # fmt: skip
+    assert await clear(shards, opened)
+    assert [r.outcome for r in await ledger.open_transfers(shards.pool(0), opened)] == ["applied"] * 4
+    assert await shards.pool(0).fetchval("SELECT available FROM accounts WHERE id = $1", source) == 0
+    legs = [ledger.Inbound(t.transfer_id, merchant_id, destination, t.amount, "USD") for t in opened]
+    for fenced in legs[2:]:
+        assert await ledger.fence_inbound(shards.pool(1), fenced) == "aborted"
+    inbound = await ledger.credit_inbounds(shards.pool(1), legs)
+    assert inbound == ["applied", "applied", "aborted", "aborted"]
+    assert await shards.pool(1).fetchval("SELECT available FROM accounts WHERE id = $1", destination) == 30
+    finish = [ledger.Finish(t.transfer_id, result, "{}", f"evt_{t.transfer_id[3:]}", "{}")
+              for t, result in zip(opened, inbound, strict=True)]  # fmt: skip
+    assert await ledger.finish_transfers(shards.pool(0), finish) == ["succeeded", "succeeded", "failed", "failed"]
+    assert await shards.pool(0).fetchval("SELECT available FROM accounts WHERE id = $1", source) == 70
+    events = await shards.pool(0).fetch(
+        "SELECT type FROM outbox WHERE event_id = ANY($1) ORDER BY seq", [f.event_id for f in finish]
+    )
+    assert [e["type"] for e in events] == ["transfer.succeeded"] * 2 + ["transfer.failed"] * 2
+    await audit_clean(migrated)
