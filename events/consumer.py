@@ -122,10 +122,8 @@ def _batcher(spec: ConsumerSpec, handler: Handler, channel: AbstractChannel) -> 
     async def one(item: Incoming) -> Outcome:
         return (await many([item]))[0]
 
-    def overloaded() -> BaseException:  # never raised: the prefetch window bounds what can wait
-        return RuntimeError(f"{spec.name}: too many events waiting")
-
-    return Batcher(many, one, overloaded, MAX_BATCH, spec.batches_in_flight, queue_limit=2**31)
+    # No queue limit: the prefetch window bounds what can wait.
+    return Batcher(many, one, None, MAX_BATCH, spec.batches_in_flight, queue_limit=None)
 
 
 async def _process(

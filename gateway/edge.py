@@ -1,5 +1,9 @@
 """The request's one Redis round trip: GCRA and the idempotency lock in one composed script.
 
+Concurrent script calls share round trips: while one pipeline is in flight, the calls that arrive wait and go
+together in the next (``shards.batcher.Batcher``, the same group commit as the shards'). redis-py spends about
+100 µs of CPU on each call sent alone and about 25 µs on each call in a pipeline of a hundred.
+
 If Redis is unreachable the edge says so (``None``) quickly instead of waiting on every request: after a failure
 it skips Redis for ``cooldown`` seconds. Idempotency then rests on PostgreSQL alone; rate limiting follows
 ``SHARDPAY_RATELIMIT_FAIL_OPEN``.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -17,6 +22,7 @@ import redis.exceptions
 import idempotency
 import ratelimit
 from idempotency import Begin, Stored
+from shards.batcher import Batcher
 
 REDIS_TRANSIENT: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
@@ -41,17 +47,34 @@ _FINISH = idempotency.LUA + "\nreturn idem_finish(KEYS[1], ARGV[1], ARGV[2], ton
 
 
 class Script:
-    """EVALSHA with a fallback to EVAL when the server has lost its script cache (a restart, a failover)."""
+    """A Lua script, sent by its SHA1 (EVALSHA) and whole (EVAL) when the server has lost its script cache."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def __call__(self, client: aioredis.Redis, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)
+
+Call = tuple[Script, list[str], list[Any]]
+
+
+async def pipelined(client: aioredis.Redis, calls: Sequence[Call]) -> list[Any]:
+    """Run ``calls`` in one pipeline; each gets its reply or its own exception (never raises)."""
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+    except Exception as exc:  # the connection, for every call alike
+        return [exc] * len(calls)
+    out: list[Any] = []
+    for (script, keys, args), reply in zip(calls, replies, strict=True):
+        if isinstance(reply, redis.exceptions.NoScriptError):  # the server lost its scripts: send this one whole
+            try:
+                reply = await client.eval(script.source, len(keys), *keys, *args)
+            except Exception as exc:
+                reply = exc
+        out.append(reply)
+    return out
 
 
 class Edge:
@@ -62,6 +85,17 @@ class Edge:
         self._cooldown = cooldown
         self._down_until = 0.0
         self._write, self._read, self._finish = Script(_WRITE), Script(_READ), Script(_FINISH)
+        # No queue limit: every waiting call is a request the gateway already holds.
+        self._calls: Batcher[Call, Any] = Batcher(self._many, self._one, None, max_batch=128, queue_limit=None)
+
+    async def _many(self, calls: Sequence[Call]) -> list[Any]:
+        return await pipelined(self._client, calls)
+
+    async def _one(self, call: Call) -> Any:
+        reply = (await pipelined(self._client, [call]))[0]
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
 
     @property
     def available(self) -> bool:
@@ -71,7 +105,7 @@ class Edge:
         if not self.available:
             return None
         try:
-            return await script(self._client, keys, args)
+            return await self._calls.submit((script, keys, args))
         except REDIS_TRANSIENT:
             self._down_until = time.monotonic() + self._cooldown
             return None

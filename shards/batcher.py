@@ -34,11 +34,14 @@ class Batcher(Generic[Req, Res]):
         self,
         many: Callable[[Sequence[Req]], Awaitable[list[Res]]],
         one: Callable[[Req], Awaitable[Res]],
-        overloaded: Callable[[], BaseException],
+        overloaded: Callable[[], BaseException] | None,
         max_batch: int = 64,
         max_inflight: int = 1,
-        queue_limit: int = 2_000,
+        queue_limit: int | None = 2_000,
     ) -> None:
+        """``queue_limit`` None: no limit (the caller bounds what can wait), and ``overloaded`` is never called."""
+        if queue_limit is not None and overloaded is None:
+            raise ValueError("a queue limit needs an overloaded() to raise past it")
         self._overloaded = overloaded
         self._many = many
         self._one = one
@@ -53,7 +56,8 @@ class Batcher(Generic[Req, Res]):
         return len(self._queue)
 
     async def submit(self, request: Req) -> Res:
-        if len(self._queue) >= self._queue_limit:
+        if self._queue_limit is not None and len(self._queue) >= self._queue_limit:
+            assert self._overloaded is not None
             raise self._overloaded()
         future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
