@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import bench_load as load
+from loadtest.bench_stack import EXPECTED_SETTINGS
 
 
 def aggregate(run: load.WrkRun, warm: load.WrkRun | None, cpu: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +150,7 @@ def summary(result: dict[str, Any]) -> str:
         )
     if "postgres" in result:
         settings = result["postgres"]
-        shown = "  ".join(f"{k} {settings.get(k)}" for k in ("fsync", "synchronous_commit", "autovacuum"))
+        shown = "  ".join(f"{k} {settings.get(k)}" for k in EXPECTED_SETTINGS)
         lines.append(f"  postgres    {shown}  {mark(result['checks'].get('postgres_settings', False))}")
     pg = result.get("pgbench")
     if pg:

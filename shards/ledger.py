@@ -121,7 +121,7 @@ class Inbound:
 
 async def credit_inbound(pool: asyncpg.Pool, leg: Inbound) -> str:
     """Second saga leg on the destination shard: 'applied' or 'aborted', at most one credit per transfer."""
-    return await _one(pool, "sp_credit_inbound", leg)
+    return (await credit_inbounds(pool, [leg]))[0]
 
 
 async def credit_inbounds(pool: asyncpg.Pool, batch: Sequence[Inbound]) -> list[str]:
@@ -145,7 +145,7 @@ class Finish:
 
 async def finish_transfer(pool: asyncpg.Pool, leg: Finish) -> str:
     """Last saga leg on the source shard: settle or compensate; returns the transfer's final status."""
-    return await _one(pool, "sp_finish_transfer", leg)
+    return (await finish_transfers(pool, [leg]))[0]
 
 
 async def finish_transfers(pool: asyncpg.Pool, batch: Sequence[Finish]) -> list[str]:

@@ -1,5 +1,5 @@
 -- Set-based batches: each batch function applies its whole batch in a handful of statements instead of a
--- PL/pgSQL call with six to nine statements per transfer (measured with make bench and loadtest/micro.py).
+-- PL/pgSQL call with six to nine statements per transfer (measured with make bench, and per call with backend CPU from /proc).
 -- Locks are taken as before: every row a batch will change, once, up front, in id order.
 --
 -- Each batch function runs with plan_cache_mode = force_generic_plan: with array parameters the plan cache
