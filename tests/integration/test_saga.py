@@ -237,6 +237,50 @@ async def test_abort_racing_settle_ends_one_way_or_the_other_never_both(
     await audit_clean(migrated)
 
 
+async def test_leg_two_that_waits_on_a_fence_answers_aborted_and_leg_three_refunds(
+    client: httpx.AsyncClient, shards: Shards, merchant: StackMerchant, migrated: Settings
+) -> None:
+    """The fence commits while leg 2 waits on its row: leg 2 must read what the fence stored, not nothing."""
+    source = await new_wallet(client, shards, funds=100, shard=3)
+    destination = await new_wallet(client, shards, shard=1)
+    stuck = await crash_after_leg_one(shards, merchant.id, source, destination, 40)
+    leg = ledger.Inbound(stuck.id, merchant.id, destination, 40, "USD")
+    dst = pool_of(shards, destination, "wal")
+    async with dst.acquire() as fencing:
+        fence = fencing.transaction()
+        await fence.start()
+        assert await fencing.fetchval("SELECT sp_fence_inbound($1, $2, $3, $4, $5)", *dataclasses.astuple(leg)) == (
+            "aborted"
+        )
+        waiting = asyncio.create_task(ledger.credit_inbound(dst, leg))
+        await asyncio.sleep(0.5)  # leg 2 is now waiting on the fence's uncommitted row
+        assert not waiting.done()
+        await fence.commit()
+    inbound = await waiting
+    assert inbound == "aborted"
+    assert await saga.finish(shards, await row(shards, stuck.id), inbound) == "failed"
+    assert [await available(client, w) for w in (source, destination)] == [100, 0]
+    await audit_clean(migrated)
+
+
+async def test_leg_three_with_no_known_inbound_compensates_in_full(
+    client: httpx.AsyncClient, shards: Shards, merchant: StackMerchant, migrated: Settings
+) -> None:
+    source = await new_wallet(client, shards, funds=100, shard=3)
+    destination = await new_wallet(client, shards, shard=1)
+    stuck = await crash_after_leg_one(shards, merchant.id, source, destination, 40)
+    leg = ledger.Inbound(stuck.id, merchant.id, destination, 40, "USD")
+    assert await ledger.fence_inbound(pool_of(shards, destination, "wal"), leg) == "aborted"
+    # A caller that lost what leg 2 answered (NULL): anything but 'applied' is a full compensation.
+    results = await pool_of(shards, source, "wal").fetch(
+        "SELECT result FROM sp_finish_transfers($1, $2, $3, $4, $5)",
+        [stuck.id], [None], ["{}"], [f"evt_{stuck.id[3:]}"], ["{}"],
+    )  # fmt: skip
+    assert [r["result"] for r in results] == ["failed"]
+    assert await available(client, source) == 100
+    await audit_clean(migrated)
+
+
 def caller_for(merchant: StackMerchant, body: dict[str, Any]) -> Caller:
     idem = key()
     return Caller(merchant.id, f"req_{idem}", idem, idempotency.fingerprint("POST", "/v1/transfers", body))
