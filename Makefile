@@ -1,5 +1,6 @@
 # The two commands: `make run` (everything, until Ctrl-C) and `make test` (the whole suite).
-PYTHON ?= python3.11
+# PYTHON: the interpreter for the venv; by default the fastest python3.11 on PATH (infra/python.sh).
+PYTHON ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -7,8 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint services install migrate clean
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(or $(PYTHON),$$(bash infra/python.sh)) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)

@@ -55,8 +55,10 @@ class Batcher(Generic[Req, Res]):
     def waiting(self) -> int:
         return len(self._queue)
 
-    async def submit(self, request: Req) -> Res:
-        if self._queue_limit is not None and len(self._queue) >= self._queue_limit:
+    async def submit(self, request: Req, bounded: bool = True) -> Res:
+        """Queue ``request`` for the next batch; ``bounded=False`` admits it past the queue limit (work that
+        finishes what was already accepted, which refusing would only leave for recovery)."""
+        if bounded and self._queue_limit is not None and len(self._queue) >= self._queue_limit:
             assert self._overloaded is not None
             raise self._overloaded()
         future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()

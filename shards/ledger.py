@@ -1,12 +1,15 @@
 """The money-moving steps: every change to balances goes through one of these calls, each one round trip.
 
-The performance work batches ``open_transfer``: keep callers going through this module only.
+The steps of transfers (leg 1 or a same-shard transfer, leg 2, leg 3, and the destination check of a cross-shard
+transfer) are all one SQL function, ``sp_tick``: a group-committed batch per shard may carry any mix of them
+(``shards.tick``), and a single step is a tick of one. Keep callers going through this module only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
@@ -41,35 +44,6 @@ class OpenTransfer:
     event_body: str
 
 
-async def open_transfer(pool: asyncpg.Pool, t: OpenTransfer) -> Applied:
-    row = await pool.fetchrow(
-        "SELECT * FROM sp_open_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        t.merchant_id, t.idempotency_key, t.fingerprint, t.transfer_id, t.source, t.destination, t.amount,
-        t.currency, t.description, t.request_id, t.created, t.cross_shard, t.ok_body, t.fail_body,
-        t.event_id, t.event_body,
-    )  # fmt: skip
-    assert row is not None
-    return Applied(row["outcome"], row["status"], row["body"])
-
-
-async def _many(pool: asyncpg.Pool, function: str, batch: Sequence[Any]) -> list[asyncpg.Record]:
-    """Call a batch function with one array per dataclass field; its rows come back in batch order."""
-    names = tuple(batch[0].__dataclass_fields__)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
-    rows = await pool.fetch(
-        f"SELECT * FROM {function}({placeholders})", *([getattr(b, n) for b in batch] for n in names)
-    )
-    ordered = sorted(rows, key=lambda row: int(row["idx"]))
-    assert [row["idx"] for row in ordered] == list(range(len(batch))), f"{function} answered for every call"
-    return ordered
-
-
-async def open_transfers(pool: asyncpg.Pool, batch: Sequence[OpenTransfer]) -> list[Applied]:
-    """Group commit: open every transfer of ``batch`` in one transaction; each gets its own outcome."""
-    rows = await _many(pool, "sp_open_transfers", batch)
-    return [Applied(row["outcome"], row["status"], row["body"]) for row in rows]
-
-
 @dataclass(frozen=True)
 class CreateWallet:
     merchant_id: str
@@ -102,57 +76,6 @@ async def replay(pool: asyncpg.Pool, merchant_id: str, key: str, fingerprint: st
     return Applied(row["outcome"] or "missing", row["status"], row["body"])
 
 
-async def _one(pool: asyncpg.Pool, function: str, call: Any) -> str:
-    """Call a single-step function with the dataclass's fields as its arguments, in order."""
-    names = tuple(call.__dataclass_fields__)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
-    result: str = await pool.fetchval(f"SELECT {function}({placeholders})", *(getattr(call, n) for n in names))
-    return result
-
-
-@dataclass(frozen=True)
-class Inbound:
-    transfer_id: str
-    merchant_id: str
-    destination: str
-    amount: int
-    currency: str
-
-
-async def credit_inbound(pool: asyncpg.Pool, leg: Inbound) -> str:
-    """Second saga leg on the destination shard: 'applied' or 'aborted', at most one credit per transfer."""
-    return (await credit_inbounds(pool, [leg]))[0]
-
-
-async def credit_inbounds(pool: asyncpg.Pool, batch: Sequence[Inbound]) -> list[str]:
-    """Leg 2 for many transfers in one transaction on their destination shard."""
-    return [row["result"] for row in await _many(pool, "sp_credit_inbounds", batch)]
-
-
-async def fence_inbound(pool: asyncpg.Pool, leg: Inbound) -> str:
-    """Recovery's fence on the destination shard: returns 'applied' (too late to abort) or 'aborted'."""
-    return await _one(pool, "sp_fence_inbound", leg)
-
-
-@dataclass(frozen=True)
-class Finish:
-    transfer_id: str
-    inbound: str
-    body: str
-    event_id: str
-    event_body: str
-
-
-async def finish_transfer(pool: asyncpg.Pool, leg: Finish) -> str:
-    """Last saga leg on the source shard: settle or compensate; returns the transfer's final status."""
-    return (await finish_transfers(pool, [leg]))[0]
-
-
-async def finish_transfers(pool: asyncpg.Pool, batch: Sequence[Finish]) -> list[str]:
-    """Leg 3 for many transfers in one transaction on their source shard."""
-    return [row["result"] for row in await _many(pool, "sp_finish_transfers", batch)]
-
-
 async def credit_wallet(
     pool: asyncpg.Pool, wallet_id: str, amount: int, ref: str, memo: str, event_id: str, event_body: str
 ) -> int | None:
@@ -160,4 +83,138 @@ async def credit_wallet(
     result: int | None = await pool.fetchval(
         "SELECT sp_credit_wallet($1, $2, $3, $4, $5, $6)", wallet_id, amount, ref, memo, event_id, event_body
     )
+    return result
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Read a wallet's owner and currency (a cross-shard transfer checks its destination before leg 1)."""
+
+    wallet_id: str
+
+
+@dataclass(frozen=True)
+class Found:
+    """A lookup's answer: both None when there is no such wallet."""
+
+    merchant_id: str | None
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """Leg 2 on the destination shard."""
+
+    transfer_id: str
+    merchant_id: str
+    destination: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Leg 3 on the source shard: ``inbound`` is what leg 2 answered ('applied' settles, anything else refunds)."""
+
+    transfer_id: str
+    inbound: str
+    body: str
+    event_id: str
+    event_body: str
+
+
+Step = Lookup | Finish | Inbound | OpenTransfer
+Done = Found | str | Applied
+# sp_tick's parameter groups, in its order, with the kind letter its rows answer with.
+_KINDS: tuple[tuple[type[Any], str], ...] = ((Lookup, "l"), (Finish, "f"), (Inbound, "c"), (OpenTransfer, "o"))
+_COLUMNS = {cls: (len(fields(cls)), attrgetter(*(f.name for f in fields(cls)))) for cls, _ in _KINDS}
+_CLASS = {letter: cls for cls, letter in _KINDS}
+_TICK = "SELECT * FROM sp_tick({})".format(", ".join(f"${i + 1}" for i in range(sum(n for n, _ in _COLUMNS.values()))))
+
+
+def _arguments(groups: dict[type[Any], list[Any]]) -> list[Sequence[Any]]:
+    """One array per field of each kind, in sp_tick's order (attrgetter and zip keep this loop out of Python)."""
+    args: list[Sequence[Any]] = []
+    for cls, _ in _KINDS:
+        width, row_of = _COLUMNS[cls]
+        members = groups[cls]
+        if width == 1:
+            args.append([row_of(m) for m in members])
+        else:
+            args.extend(zip(*map(row_of, members), strict=True) if members else [()] * width)
+    return args
+
+
+def _done(cls: type[Any], row: asyncpg.Record) -> Done:
+    if cls is Lookup:
+        return Found(row["r_outcome"], row["r_body"])
+    if cls is OpenTransfer:
+        return Applied(row["r_outcome"], row["r_status"], row["r_body"])
+    result: str = row["r_outcome"]
+    return result
+
+
+async def tick(pool: asyncpg.Pool, steps: Sequence[Step]) -> list[Done]:
+    """Apply every step in one transaction on one shard; each gets its own answer, in order."""
+    groups: dict[type[Any], list[Any]] = {cls: [] for cls, _ in _KINDS}
+    places: dict[type[Any], list[int]] = {cls: [] for cls, _ in _KINDS}
+    for place, step in enumerate(steps):
+        groups[type(step)].append(step)
+        places[type(step)].append(place)
+    answers: list[Done | None] = [None] * len(steps)
+    for row in await pool.fetch(_TICK, *_arguments(groups)):
+        cls = _CLASS[row["r_kind"]]
+        answers[places[cls][row["r_idx"]]] = _done(cls, row)
+    missing = [steps[i] for i, answer in enumerate(answers) if answer is None]
+    assert not missing, f"sp_tick left steps unanswered: {missing}"
+    return answers  # type: ignore[return-value]  # every slot was filled (asserted)
+
+
+async def lookup(pool: asyncpg.Pool, wallet_id: str) -> Found:
+    found = (await tick(pool, [Lookup(wallet_id)]))[0]
+    assert isinstance(found, Found)
+    return found
+
+
+async def open_transfers(pool: asyncpg.Pool, batch: Sequence[OpenTransfer]) -> list[Applied]:
+    """Open every transfer of ``batch`` in one transaction; each gets its own outcome."""
+    results = [r for r in await tick(pool, batch) if isinstance(r, Applied)]
+    assert len(results) == len(batch)
+    return results
+
+
+async def open_transfer(pool: asyncpg.Pool, t: OpenTransfer) -> Applied:
+    return (await open_transfers(pool, [t]))[0]
+
+
+def _results(done: Sequence[Done]) -> list[str]:
+    results = [r for r in done if isinstance(r, str)]
+    assert len(results) == len(done)
+    return results
+
+
+async def credit_inbounds(pool: asyncpg.Pool, batch: Sequence[Inbound]) -> list[str]:
+    """Leg 2 for many transfers on their destination shard: 'applied' or 'aborted', at most one credit each."""
+    return _results(await tick(pool, batch))
+
+
+async def credit_inbound(pool: asyncpg.Pool, leg: Inbound) -> str:
+    return (await credit_inbounds(pool, [leg]))[0]
+
+
+async def finish_transfers(pool: asyncpg.Pool, batch: Sequence[Finish]) -> list[str]:
+    """Leg 3 for many transfers on their source shard: settle or compensate; each transfer's final status."""
+    return _results(await tick(pool, batch))
+
+
+async def finish_transfer(pool: asyncpg.Pool, leg: Finish) -> str:
+    return (await finish_transfers(pool, [leg]))[0]
+
+
+async def fence_inbound(pool: asyncpg.Pool, leg: Inbound) -> str:
+    """Recovery's fence on the destination shard: returns 'applied' (too late to abort) or 'aborted'."""
+    result: str = await pool.fetchval(
+        "SELECT sp_fence_inbound($1, $2, $3, $4, $5)",
+        leg.transfer_id, leg.merchant_id, leg.destination, leg.amount, leg.currency,
+    )  # fmt: skip
     return result

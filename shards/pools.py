@@ -7,33 +7,13 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from functools import partial
 
 import asyncpg
 
 from shardpay.config import Settings
-from shards import ledger
-from shards.batcher import Batcher, shard_overloaded
 from shards.errors import TRANSIENT
 from shards.router import SlotMap
-
-
-@dataclass(frozen=True)
-class ShardBatchers:
-    """Group commit for each money step on one shard (per process)."""
-
-    open: Batcher[ledger.OpenTransfer, ledger.Applied]
-    credit: Batcher[ledger.Inbound, str]
-    finish: Batcher[ledger.Finish, str]
-
-    @classmethod
-    def of(cls, shard: int, pool: asyncpg.Pool) -> ShardBatchers:
-        overloaded = partial(shard_overloaded, shard)
-        return cls(
-            Batcher(partial(ledger.open_transfers, pool), partial(ledger.open_transfer, pool), overloaded),
-            Batcher(partial(ledger.credit_inbounds, pool), partial(ledger.credit_inbound, pool), overloaded),
-            Batcher(partial(ledger.finish_transfers, pool), partial(ledger.finish_transfer, pool), overloaded),
-        )
+from shards.tick import ShardTick
 
 
 @dataclass(frozen=True)
@@ -41,10 +21,10 @@ class Shards:
     control: asyncpg.Pool
     pools: tuple[asyncpg.Pool, ...]
     slots: SlotMap
-    batchers: tuple[ShardBatchers, ...] = field(init=False)
+    ticks: tuple[ShardTick, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "batchers", tuple(ShardBatchers.of(i, pool) for i, pool in enumerate(self.pools)))
+        object.__setattr__(self, "ticks", tuple(ShardTick(i, pool) for i, pool in enumerate(self.pools)))
 
     def index_of(self, slot: int) -> int:
         return self.slots.shard_of(slot)

@@ -1,9 +1,9 @@
 """The cross-shard transfer saga after its first leg: credit the destination shard, then settle or compensate.
 
-Leg 1 (source -> transit, on the source shard) is ``sp_open_transfer``. Leg 2 (interchange -> destination)
-is applied at most once per transfer on the destination shard. Leg 3 settles transit into interchange on
-the source shard, or, if recovery fenced leg 2 off, gives the money back to the source. Every leg is one
-local transaction and may run again after a crash without effect.
+Leg 1 (source -> transit, on the source shard) opens the transfer (``shardpay.services.transfers``). Leg 2
+(interchange -> destination) is applied at most once per transfer on the destination shard. Leg 3 settles
+transit into interchange on the source shard, or, if recovery fenced leg 2 off, gives the money back to the
+source. Every leg is one local transaction and may run again after a crash without effect.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def _inbound(transfer: Row) -> ledger.Inbound:
 
 
 async def settle(shards: Shards, transfer: Row) -> str:
-    """Run leg 2 then leg 3 (each batched with its shard's other sagas); returns the transfer's final status."""
+    """Run leg 2 then leg 3 (each in its shard's next tick); returns the transfer's final status."""
     dst = _shard_of(shards, transfer["destination"], "wal")
-    inbound = await on_shard(dst, shards.batchers[dst].credit.submit(_inbound(transfer)))
+    inbound = await on_shard(dst, shards.ticks[dst].credit(_inbound(transfer)))
     return await finish(shards, transfer, inbound)
 
 
@@ -55,4 +55,4 @@ async def finish(shards: Shards, transfer: Row, inbound: str) -> str:
     )
     src = shards.index_of(slot)
     step = ledger.Finish(transfer["id"], inbound, orjson.dumps(obj).decode(), event_id, event_body)
-    return await on_shard(src, shards.batchers[src].finish.submit(step))
+    return await on_shard(src, shards.ticks[src].finish(step))

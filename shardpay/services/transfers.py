@@ -13,7 +13,7 @@ import orjson
 from shardpay import ids
 from shardpay.domain.errors import ApiError
 from shardpay.domain.events import render_event
-from shardpay.services import render, saga, wallets
+from shardpay.services import render, saga
 from shardpay.services.outcome import Caller, Outcome, key_reused
 from shards import ledger, queries
 from shards.errors import on_shard
@@ -53,7 +53,7 @@ async def create(shards: Shards, caller: Caller, cmd: CreateTransfer, inline_tim
     request = _open_request(caller, cmd, route)
     pool = shards.pool(route.source_shard)
     try:
-        applied = await on_shard(route.source_shard, shards.batchers[route.source_shard].open.submit(request))
+        applied = await on_shard(route.source_shard, shards.ticks[route.source_shard].open(request))
     except asyncpg.UniqueViolationError:
         # A concurrent request with the same key committed first (Redis was bypassed): answer with its response.
         applied = await on_shard(route.source_shard, ledger.replay(pool, caller.merchant_id, caller.key, caller.print))
@@ -76,8 +76,10 @@ async def _route(shards: Shards, caller: Caller, cmd: CreateTransfer) -> _Route:
     route = _Route(source_slot, shards.index_of(source_slot), shards.index_of(destination_slot))
     if route.cross:
         # The source shard cannot see the destination: check it here, before any money moves.
-        destination = await wallets.fetch(shards, caller.merchant_id, cmd.destination, "destination")
-        if destination["currency"] != cmd.currency:
+        found = await on_shard(route.destination_shard, shards.ticks[route.destination_shard].lookup(cmd.destination))
+        if found.merchant_id != caller.merchant_id:
+            raise ApiError.not_found("destination", cmd.destination)
+        if found.currency != cmd.currency:
             raise _mismatch(cmd)
     return route
 

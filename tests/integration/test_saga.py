@@ -272,11 +272,8 @@ async def test_leg_three_with_no_known_inbound_compensates_in_full(
     leg = ledger.Inbound(stuck.id, merchant.id, destination, 40, "USD")
     assert await ledger.fence_inbound(pool_of(shards, destination, "wal"), leg) == "aborted"
     # A caller that lost what leg 2 answered (NULL): anything but 'applied' is a full compensation.
-    results = await pool_of(shards, source, "wal").fetch(
-        "SELECT result FROM sp_finish_transfers($1, $2, $3, $4, $5)",
-        [stuck.id], [None], ["{}"], [f"evt_{stuck.id[3:]}"], ["{}"],
-    )  # fmt: skip
-    assert [r["result"] for r in results] == ["failed"]
+    leg3 = ledger.Finish(stuck.id, None, "{}", f"evt_{stuck.id[3:]}", "{}")  # type: ignore[arg-type]
+    assert await ledger.finish_transfers(pool_of(shards, source, "wal"), [leg3]) == ["failed"]
     assert await available(client, source) == 100
     await audit_clean(migrated)
 
@@ -306,18 +303,17 @@ async def test_destination_down_before_any_leg_moves_nothing(
 
 
 class LegTwoFails:
-    """A destination shard that answers the pre-flight wallet read, then goes down before leg 2."""
+    """A destination shard that answers the pre-flight wallet lookup, then goes down before leg 2."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
-        return await self._pool.fetchrow(query, *args)
-
     async def fetchval(self, query: str, *args: Any) -> Any:
         raise ConnectionRefusedError("the destination shard went down")
 
-    async def fetch(self, query: str, *args: Any) -> Any:  # leg 2 in a batch
+    async def fetch(self, query: str, *args: Any) -> Any:  # a tick: sp_tick's first argument is its lookups
+        if args[0] and not any(args[1:]):
+            return await self._pool.fetch(query, *args)
         raise ConnectionRefusedError("the destination shard went down")
 
 
