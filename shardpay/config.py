@@ -98,6 +98,7 @@ class Settings:
     saga_abort_after: float = 300.0
     webhook_backoff: tuple[float, ...] = field(default_factory=lambda: _floats({}, "X", DEFAULT_WEBHOOK_BACKOFF))
     webhook_timeout: float = 5.0
+    relay_linger: float = 0.2
     log_requests: bool = True
 
     @property
@@ -134,5 +135,6 @@ class Settings:
             saga_abort_after=env_float(e, "SAGA_ABORT_AFTER", 300.0),
             webhook_backoff=_floats(e, "WEBHOOK_BACKOFF", DEFAULT_WEBHOOK_BACKOFF),
             webhook_timeout=env_float(e, "WEBHOOK_TIMEOUT", 5.0),
+            relay_linger=env_float(e, "RELAY_LINGER", 0.2),
             log_requests=_bool(e, "LOG_REQUESTS", True),
         )

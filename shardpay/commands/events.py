@@ -23,7 +23,7 @@ Runner = Callable[[Settings, asyncio.Event], Awaitable[None]]
 
 def register(sub: Any) -> None:
     relay = add(sub, "relay", _relay, "publish every shard's outbox to RabbitMQ, continuously")
-    relay.add_argument("--batch-size", type=int, default=200, help="rows per publish-and-mark transaction")
+    relay.add_argument("--batch-size", type=int, default=500, help="rows per publish-and-mark transaction")
     consume = sub.add_parser("consume", help="run an event consumer").add_subparsers(dest="consumer", required=True)
     add(consume, "notifications", _notifications, "deliver signed merchant webhooks, continuously")
     add(consume, "analytics", _analytics, "count money events per merchant, currency and minute, continuously")
@@ -39,7 +39,7 @@ async def _relay(args: argparse.Namespace, settings: Settings) -> None:
 
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
-    options = RelayOptions(batch_size=args.batch_size)
+    options = RelayOptions(batch_size=args.batch_size, linger=settings.relay_linger)
     await until_signalled(lambda s, stop: run_relay(s, stop, options), settings)
 
 
