@@ -40,6 +40,15 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     advisory locks, no SET), and an open transaction is still rolled back by the pool itself."""
 
 
+# Every statement planned for its own parameters and the table as it is now. asyncpg prepares each statement
+# once per connection, and after five runs PostgreSQL may settle on a generic plan made while a table was new
+# and empty: the notifier's "which of these events are final" became a scan of all of webhook_deliveries,
+# 15 ms per call and the largest single cost in the database (pg_stat_statements, make bench), until autovacuum
+# analysed the table a minute later. Planning these statements costs tens of µs; the sp_* functions pick
+# their own plan mode.
+SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+
+
 async def create_pool(dsn: str, settings: Settings, min_size: int, max_size: int) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
@@ -48,6 +57,7 @@ async def create_pool(dsn: str, settings: Settings, min_size: int, max_size: int
         command_timeout=settings.db_timeout,
         timeout=settings.db_timeout,
         reset=_keep_session,
+        server_settings=SERVER_SETTINGS,
     )
     assert pool is not None
     return pool
