@@ -174,7 +174,7 @@ async def server_settings() -> dict[str, str]:
     """The PostgreSQL settings a result depends on, as the server reports them."""
     admin = await asyncpg.connect(f"{PG}/postgres")
     try:
-        names = [*EXPECTED_SETTINGS, "max_connections", "shared_buffers", "wal_level", "server_version"]
+        names = [*EXPECTED_SETTINGS, "max_connections", "shared_buffers", "max_wal_size", "wal_level", "server_version"]
         rows = await admin.fetch("SELECT name, setting, unit FROM pg_settings WHERE name = ANY ($1::text[])", names)
         return {r["name"]: r["setting"] + (f" x {r['unit']}" if r["unit"] else "") for r in rows}
     finally:
