@@ -84,7 +84,7 @@ async def _write(
     outcome: Outcome | None = None
     try:
         params = await http.read_json(request)
-        fingerprint = idempotency.fingerprint("POST", request.url.path, params)
+        fingerprint = idempotency.fingerprint("POST", request.scope["path"], params)
         caller = Caller(merchant.id, http.request_id(request), key, fingerprint)
         if begin is not None and begin.state is State.CACHED:
             return _replay(caller, begin)
@@ -95,8 +95,9 @@ async def _write(
     finally:
         if begin is not None and begin.state is State.ACQUIRED:
             # Whatever happened (bad body, client gone, cancelled): the lock is released, or the key would
-            # answer 409 until it expired. Shielded, so a cancellation cannot interrupt the release itself.
-            await asyncio.shield(_finish(res, merchant.id, key, begin, caller, outcome))
+            # answer 409 until it expired. No shield needed: the edge queues the call for its next pipeline
+            # before it awaits anything, and a queued call goes out even if its caller stops waiting.
+            await _finish(res, merchant.id, key, begin, caller, outcome)
 
 
 def _replay(caller: Caller, begin: Begin) -> Outcome:

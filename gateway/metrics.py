@@ -18,10 +18,17 @@ POOL_IN_USE = Gauge("shardpay_shard_pool_in_use", "Connections in use per shard 
                     multiprocess_mode="livesum")  # fmt: skip
 
 
+# (method, route, status) -> its counter and histogram: ``labels()`` validates and locks on every call.
+_CHILDREN: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
 def observe(method: str, route: str, status: int, seconds: float) -> None:
-    labels = (method, route, str(status))
-    REQUESTS.labels(*labels).inc()
-    LATENCY.labels(*labels).observe(seconds)
+    children = _CHILDREN.get((method, route, status))
+    if children is None:
+        labels = (method, route, str(status))
+        children = _CHILDREN[(method, route, status)] = (REQUESTS.labels(*labels), LATENCY.labels(*labels))
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def exposition() -> bytes:

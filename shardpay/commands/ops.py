@@ -37,6 +37,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     uvicorn.run(
         "gateway.app:create_app", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
         loop="uvloop", http="httptools", access_log=False, lifespan="on", timeout_graceful_shutdown=10,
+        proxy_headers=False,  # nothing reads the client's address; one ASGI layer less per request
     )  # fmt: skip
 
 

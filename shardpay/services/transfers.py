@@ -132,7 +132,8 @@ async def _complete_inline(shards: Shards, route: _Route, request: ledger.OpenTr
     """Try the saga's remaining legs now; if a shard is slow or down, answer 'processing' and let recovery finish."""
     row = _row(request)
     try:
-        status = await asyncio.wait_for(saga.settle(shards, row), limit)
+        async with asyncio.timeout(limit):
+            status = await saga.settle(shards, row)
     except (ApiError, TimeoutError):
         return Outcome.from_store(201, request.ok_body, replayed=False, final=False)
     return Outcome.from_store(201, orjson.dumps(render.transfer_row(row, status)).decode(), replayed=False)
