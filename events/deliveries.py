@@ -9,8 +9,9 @@ from events.db import Source
 from events.envelope import Event
 from events.webhook import Result, Target
 
-# Once delivered or skipped, an event is never sent again (a duplicate message is acked unsent);
-# 'retrying' and 'dead' can still move, so a replay from the dead-letter queue is attempted afresh.
+# Once delivered, an event is never sent again (a duplicate message is acked unsent); 'retrying' and 'dead' can
+# still move, so a replay from the dead-letter queue is attempted afresh. 'skipped' (a merchant with no webhook
+# URL) is no longer written, and rows that have it stay final.
 FINAL = ("delivered", "skipped")
 
 _RECORD = """
@@ -31,14 +32,13 @@ WHERE d.status NOT IN ('delivered', 'skipped')
 @dataclass(frozen=True)
 class Delivery:
     event: Event
-    status: str  # retrying | delivered | skipped | dead
+    status: str  # retrying | delivered | dead
     attempts: int
     result: Result | None = None
-    note: str | None = None  # why, when there was no HTTP attempt to explain it
 
 
 async def final_among(control: Source, event_ids: Sequence[str]) -> set[str]:
-    """Which of these events were delivered or skipped already."""
+    """Which of these events are final already (delivered)."""
     rows = await control.fetch(
         "SELECT event_id FROM webhook_deliveries WHERE event_id = ANY($1::text[]) AND status = ANY($2::text[])",
         list(event_ids), list(FINAL),
@@ -65,5 +65,5 @@ async def record(control: Source, batch: Sequence[Delivery]) -> None:
         _RECORD,
         [d.event.id for d in batch], [d.event.merchant for d in batch], [d.event.type for d in batch],
         [d.status for d in batch], [d.attempts for d in batch], [r.status for r in results],
-        [r.error or d.note for d, r in zip(batch, results, strict=True)],
+        [r.error for r in results],
     )  # fmt: skip
