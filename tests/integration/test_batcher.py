@@ -206,3 +206,32 @@ async def test_set_based_saga_legs_sum_what_each_wallet_gets(
     )
     assert [e["type"] for e in events] == ["transfer.succeeded"] * 2 + ["transfer.failed"] * 2
     await audit_clean(migrated)
+
+
+async def test_one_tick_carries_every_kind_of_step_and_credits_come_before_debits(
+    client: httpx.AsyncClient, shards: Shards, migrated: Any
+) -> None:
+    source = await new_wallet(client, shards, funds=100, shard=0)
+    middle, last = await new_wallet(client, shards, shard=1), await new_wallet(client, shards, shard=1)
+    merchant_id = await owner(shards, source)
+    crossing = dataclasses.replace(request(merchant_id, source, middle, 40), cross_shard=True)
+    assert (await ledger.open_transfer(shards.pool(0), crossing)).outcome == "applied"
+    # On shard 1, one tick: leg 2 credits `middle` 40, and a transfer spends those 40 at once. The batch is not
+    # clear as locked (middle held 0), so it is decided transfer by transfer, after the credit.
+    onward = request(merchant_id, middle, last, 40)
+    steps: list[ledger.Step] = [
+        ledger.Lookup(last),
+        onward,
+        ledger.Inbound(crossing.transfer_id, merchant_id, middle, 40, "USD"),
+        ledger.Lookup("wal_0000000000000000000000"),
+    ]
+    assert not await clear(dataclasses.replace(shards, pools=(shards.pool(1), *shards.pools[1:])), [onward])
+    found, opened, credited, missing = await ledger.tick(shards.pool(1), steps)
+    assert found == ledger.Found(merchant_id, "USD") and missing == ledger.Found(None, None)
+    assert credited == "applied"
+    assert isinstance(opened, ledger.Applied) and opened.outcome == "applied"
+    pool = shards.pool(1)
+    assert [await pool.fetchval("SELECT available FROM accounts WHERE id = $1", w) for w in (middle, last)] == [0, 40]
+    leg3 = ledger.Finish(crossing.transfer_id, "applied", "{}", f"evt_{crossing.transfer_id[3:]}", "{}")
+    assert await ledger.tick(shards.pool(0), [leg3]) == ["succeeded"]
+    await audit_clean(migrated)
