@@ -20,6 +20,7 @@ from events import topology
 from shardpay.config import Settings
 from shards.control import NewMerchant, create_merchant
 from shards.migrate import migrate
+from tests.conftest import drop_databases
 
 
 async def _ensure_vhost() -> None:
@@ -42,6 +43,9 @@ async def _rabbitmqctl(*args: str) -> str:
 async def settings() -> Settings:
     settings = Settings.from_env(events_env())
     await _ensure_vhost()
+    # Fresh databases every session, like the rest of the suite: a schema some other checkout migrated these
+    # databases to (a migration since renamed or dropped) must not decide what these tests see.
+    await drop_databases(settings)
     await migrate(settings)
     return settings
 
