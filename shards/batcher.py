@@ -2,7 +2,9 @@
 
 Used per shard for each money step, and by the event consumers for their prefetch window. Batching is
 natural: a call that finds a free slot goes at once, alone (no added latency when idle); while
-``max_inflight`` batches are committing, new calls queue and leave together in the next batch. One batch in
+``max_inflight`` batches are committing, new calls queue and leave together in the next batch. Under load a
+batch may also linger (see ``__init__``), the way PostgreSQL's commit_delay waits only when commit_siblings
+other transactions are active. One batch in
 flight is true group commit: the next batch gathers everything that arrived during the last commit. Past
 ``queue_limit`` waiting calls the caller gets ``overloaded()`` at once (a shard answers 503): latency stays
 bounded and memory flat instead of the queue growing without end. A call returns only after its batch has
@@ -38,8 +40,15 @@ class Batcher(Generic[Req, Res]):
         max_batch: int = 64,
         max_inflight: int = 1,
         queue_limit: int | None = 2_000,
+        linger: float = 0.0,
+        linger_after: int = 1,
     ) -> None:
-        """``queue_limit`` None: no limit (the caller bounds what can wait), and ``overloaded`` is never called."""
+        """``queue_limit`` None: no limit (the caller bounds what can wait), and ``overloaded`` is never called.
+
+        ``linger``: after a batch of at least ``linger_after`` calls (a sign of load), the next batch that is not
+        full leaves no sooner than ``linger`` seconds after that one left, so it gathers more calls and each pays
+        less of a batch's fixed cost. After a smaller batch nothing waits: a lone call goes at once, as before.
+        """
         if queue_limit is not None and overloaded is None:
             raise ValueError("a queue limit needs an overloaded() to raise past it")
         self._overloaded = overloaded
@@ -48,6 +57,11 @@ class Batcher(Generic[Req, Res]):
         self._max_batch = max_batch
         self._max_inflight = max_inflight
         self._queue_limit = queue_limit
+        self._linger = linger
+        self._linger_after = linger_after
+        self._last = 0.0
+        self._busy = False
+        self._timer: asyncio.TimerHandle | None = None
         self._queue: deque[tuple[Req, asyncio.Future[Res]]] = deque()
         self._running: set[asyncio.Task[None]] = set()
 
@@ -67,11 +81,24 @@ class Batcher(Generic[Req, Res]):
         return await future
 
     def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._queue and len(self._running) < self._max_inflight:
+            full = len(self._queue) >= self._max_batch
+            wait = self._last + self._linger - loop.time() if self._busy and not full else 0.0
+            if wait > 0:
+                if self._timer is None:
+                    self._timer = loop.call_later(wait, self._wake)
+                return
+            self._last = loop.time()
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
+            self._busy = len(batch) >= self._linger_after
             task = asyncio.create_task(self._apply(batch))
             self._running.add(task)
             task.add_done_callback(self._finished)
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._dispatch()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)

@@ -21,10 +21,12 @@ class Shards:
     control: asyncpg.Pool
     pools: tuple[asyncpg.Pool, ...]
     slots: SlotMap
+    tick_linger: float = 0.0
     ticks: tuple[ShardTick, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ticks", tuple(ShardTick(i, pool) for i, pool in enumerate(self.pools)))
+        ticks = tuple(ShardTick(i, pool, self.tick_linger) for i, pool in enumerate(self.pools))
+        object.__setattr__(self, "ticks", ticks)
 
     def index_of(self, slot: int) -> int:
         return self.slots.shard_of(slot)
@@ -96,7 +98,7 @@ async def open_shards(settings: Settings, pool_max: int | None = None) -> AsyncI
             opened.append(await create_pool(dsn, settings, 0, size))
         pools = tuple(opened[1:])
         await asyncio.gather(*(_warm(i, pool, min(settings.pool_min, size)) for i, pool in enumerate(pools)))
-        yield Shards(control=control, pools=pools, slots=slots)
+        yield Shards(control=control, pools=pools, slots=slots, tick_linger=settings.tick_linger)
     finally:
         for pool in opened:
             await pool.close()
