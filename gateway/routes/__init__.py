@@ -26,4 +26,5 @@ def route(path: str, endpoint: Endpoint, method: str) -> Route:
 def routes() -> list[Route]:
     from gateway.routes import ops, transfers, wallets
 
-    return [*ops.ROUTES, *wallets.ROUTES, *transfers.ROUTES]
+    # Matched in order: the busiest route first.
+    return [*transfers.ROUTES, *wallets.ROUTES, *ops.ROUTES]
