@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from shardpay.domain.errors import ApiError
 
@@ -24,15 +25,21 @@ def invalid_json(message: str) -> ApiError:
     return ApiError.invalid(None, message, code="invalid_json")
 
 
-async def read_json(request: Request) -> dict[str, Any]:
+async def read_json(receive: Receive) -> dict[str, Any]:
     """The body as a JSON object; an empty body is ``{}``. Reads at most ``MAX_BODY`` bytes, whatever is declared."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
             raise too_large()
         chunks.append(chunk)
+        more = message.get("more_body", False)
     raw = b"".join(chunks)
     if not raw.strip():
         return {}
@@ -48,6 +55,28 @@ async def read_json(request: Request) -> dict[str, Any]:
 def request_id(request: Request) -> str:
     rid: str = request.scope.get(REQUEST_ID, "")
     return rid
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (``name`` lowercase, as ASGI servers give names), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    """A JSON response straight to the ASGI ``send``, with the headers Starlette's Response would give it."""
+    raw = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    if headers:
+        raw.extend((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, error: ApiError, rid: str, headers: dict[str, str] | None = None) -> None:
+    await send_json(send, error.status, orjson.dumps(error.body(rid)), {**(headers or {}), **error.headers})
 
 
 def json_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:

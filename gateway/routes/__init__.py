@@ -8,13 +8,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import http
+from gateway import guard, http
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def route(path: str, endpoint: Endpoint, method: str) -> Route:
+def route(path: str, endpoint: Endpoint | guard.WriteEndpoint, method: str) -> Route:
     """A route that labels its requests with its path template, for logs and metrics."""
+    if isinstance(endpoint, guard.WriteEndpoint):
+        return Route(path, endpoint.at(path), methods=[method], name=f"{method} {path}")
 
     async def labelled(request: Request) -> Response:
         request.scope[http.ROUTE] = path

@@ -14,7 +14,7 @@ from shardpay.services import transfers
 from shardpay.services.outcome import Caller, Outcome
 
 
-async def create_transfer(res: Resources, caller: Caller, body: dict[str, Any], request: Request) -> Outcome:
+async def create_transfer(res: Resources, caller: Caller, body: dict[str, Any]) -> Outcome:
     params.only(body, {"source", "destination", "amount", "currency", "description"})
     cmd = transfers.CreateTransfer(
         source=params.required_string(body, "source", 64),

@@ -14,7 +14,7 @@ from shardpay.services import wallets
 from shardpay.services.outcome import Caller, Outcome
 
 
-async def create_wallet(res: Resources, caller: Caller, body: dict[str, Any], request: Request) -> Outcome:
+async def create_wallet(res: Resources, caller: Caller, body: dict[str, Any]) -> Outcome:
     params.only(body, {"currency", "reference", "metadata"})
     cmd = wallets.CreateWallet(
         currency=parse_currency(body.get("currency")),
