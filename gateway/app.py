@@ -22,6 +22,7 @@ from gateway.routes import routes
 from gateway.state import Resources
 from shardpay.config import Settings
 from shardpay.domain.errors import ApiError
+from shardpay.runtime import settle_gc
 from shards.pools import open_shards
 
 
@@ -38,7 +39,9 @@ def _lifespan(settings: Settings) -> Any:
             async with open_shards(settings) as shards:
                 edge = Edge(client, settings.idempotency_lock_ms, settings.idempotency_cache_s)
                 merchants = MerchantCache(shards.control)
-                yield {"resources": Resources(settings, shards, edge, merchants, amqp)}
+                resources = Resources(settings, shards, edge, merchants, amqp)
+                settle_gc()
+                yield {"resources": resources}
         finally:
             await amqp.close()
             await client.aclose()

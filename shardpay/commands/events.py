@@ -17,6 +17,7 @@ import asyncpg
 from shardpay.commands.base import CliError, add
 from shardpay.config import Settings
 from shardpay.domain.money import CURRENCIES
+from shardpay.runtime import settle_gc
 
 Runner = Callable[[Settings, asyncio.Event], Awaitable[None]]
 
@@ -61,6 +62,7 @@ async def until_signalled(run: Runner, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    settle_gc()
     try:
         await run(settings, stop)
     finally:

@@ -22,6 +22,7 @@ import orjson
 from shardpay import ids
 from shardpay.config import Settings
 from shardpay.domain.errors import ApiError
+from shardpay.runtime import settle_gc
 from shardpay.services import saga
 from shards.errors import TRANSIENT, on_shard
 from shards.pools import Shards, open_shards
@@ -101,6 +102,7 @@ async def run_forever(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with open_shards(settings, pool_max=BATCH) as shards:
+            settle_gc()
             # One loop per source shard, so a slow or down shard never delays the others.
             await asyncio.gather(*(_keep_recovering(shards, settings, i, stop) for i in range(len(shards.pools))))
     finally:
