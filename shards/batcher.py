@@ -80,6 +80,15 @@ class Batcher(Generic[Req, Res]):
         self._dispatch()
         return await future
 
+    async def submit_many(self, requests: Sequence[Req]) -> list[Res | BaseException]:
+        """Queue ``requests`` at once, so they leave in the same batch (as far as ``max_batch`` allows); each gets
+        its own result or exception, in order. Never refused: the caller bounds what it submits."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Res]] = [loop.create_future() for _ in requests]
+        self._queue.extend(zip(requests, futures, strict=True))
+        self._dispatch()
+        return await asyncio.gather(*futures, return_exceptions=True)
+
     def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
         while self._queue and len(self._running) < self._max_inflight:
