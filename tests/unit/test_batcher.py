@@ -1,4 +1,5 @@
-"""Group commit's linger: after a busy batch the next one waits to gather more; a lone call never waits."""
+"""Group commit: the linger (after a busy batch the next one waits to gather more; a lone call never waits) and
+submitting several calls at once."""
 
 from __future__ import annotations
 
@@ -75,3 +76,19 @@ async def test_a_slow_batch_leaves_no_wait_for_the_next() -> None:
     (_, _), (busy, nine), (after, three) = recorder.batches
     assert (nine, three) == (9, 3)
     assert 0.25 <= after - busy < 0.4  # it left as the busy batch committed: the linger had passed by then
+
+
+async def test_submit_many_leaves_in_one_batch_and_answers_each() -> None:
+    seen: list[list[int]] = []
+
+    async def many(batch: Sequence[int]) -> list[int | BaseException]:
+        seen.append(list(batch))
+        return [ValueError(n) if n == 3 else n * 10 for n in batch]
+
+    async def one(n: int) -> int | BaseException:
+        return (await many([n]))[0]
+
+    calls: Batcher[int, int | BaseException] = Batcher(many, one, None, queue_limit=None)
+    results = await calls.submit_many([1, 2, 3, 4])
+    assert seen == [[1, 2, 3, 4]]  # not the first alone and the rest after it
+    assert results[:2] == [10, 20] and isinstance(results[2], ValueError) and results[3] == 40
