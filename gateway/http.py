@@ -75,8 +75,13 @@ async def send_json(send: Send, status: int, body: bytes, headers: dict[str, str
     await send({"type": "http.response.body", "body": body})
 
 
+def _error(error: ApiError, rid: str, headers: dict[str, str] | None) -> tuple[int, bytes, dict[str, str]]:
+    """An error's status, JSON body and headers (the caller's, then the error's own, which win)."""
+    return error.status, orjson.dumps(error.body(rid)), {**(headers or {}), **error.headers}
+
+
 async def send_error(send: Send, error: ApiError, rid: str, headers: dict[str, str] | None = None) -> None:
-    await send_json(send, error.status, orjson.dumps(error.body(rid)), {**(headers or {}), **error.headers})
+    await send_json(send, *_error(error, rid, headers))
 
 
 def json_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
@@ -84,4 +89,4 @@ def json_response(status: int, body: bytes, headers: dict[str, str] | None = Non
 
 
 def error_response(error: ApiError, rid: str, headers: dict[str, str] | None = None) -> Response:
-    return json_response(error.status, orjson.dumps(error.body(rid)), {**(headers or {}), **error.headers})
+    return json_response(*_error(error, rid, headers))

@@ -2,13 +2,12 @@
 
 Used per shard for each money step, and by the event consumers for their prefetch window. Batching is
 natural: a call that finds a free slot goes at once, alone (no added latency when idle); while
-``max_inflight`` batches are committing, new calls queue and leave together in the next batch. Under load a
-batch may also linger (see ``__init__``), the way PostgreSQL's commit_delay waits only when commit_siblings
-other transactions are active. One batch in
-flight is true group commit: the next batch gathers everything that arrived during the last commit. Past
-``queue_limit`` waiting calls the caller gets ``overloaded()`` at once (a shard answers 503): latency stays
-bounded and memory flat instead of the queue growing without end. A call returns only after its batch has
-committed.
+``max_inflight`` batches are committing, new calls queue and leave together in the next batch. One batch in
+flight is true group commit: the next batch gathers everything that arrived during the last commit. Under
+load a batch may also linger (see ``__init__``), the way PostgreSQL's commit_delay waits only when
+commit_siblings other transactions are active. Past ``queue_limit`` waiting calls the caller gets
+``overloaded()`` at once (a shard answers 503): latency stays bounded and memory flat instead of the queue
+growing without end. A call returns only after its batch has committed.
 """
 
 from __future__ import annotations

@@ -170,12 +170,6 @@ async def tick(pool: asyncpg.Pool, steps: Sequence[Step]) -> list[Done]:
     return answers  # type: ignore[return-value]  # every slot was filled (asserted)
 
 
-async def lookup(pool: asyncpg.Pool, wallet_id: str) -> Found:
-    found = (await tick(pool, [Lookup(wallet_id)]))[0]
-    assert isinstance(found, Found)
-    return found
-
-
 async def open_transfers(pool: asyncpg.Pool, batch: Sequence[OpenTransfer]) -> list[Applied]:
     """Open every transfer of ``batch`` in one transaction; each gets its own outcome."""
     results = [r for r in await tick(pool, batch) if isinstance(r, Applied)]
@@ -205,10 +199,6 @@ async def credit_inbound(pool: asyncpg.Pool, leg: Inbound) -> str:
 async def finish_transfers(pool: asyncpg.Pool, batch: Sequence[Finish]) -> list[str]:
     """Leg 3 for many transfers on their source shard: settle or compensate; each transfer's final status."""
     return _results(await tick(pool, batch))
-
-
-async def finish_transfer(pool: asyncpg.Pool, leg: Finish) -> str:
-    return (await finish_transfers(pool, [leg]))[0]
 
 
 async def fence_inbound(pool: asyncpg.Pool, leg: Inbound) -> str:
