@@ -99,7 +99,7 @@ class Settings:
     webhook_backoff: tuple[float, ...] = field(default_factory=lambda: _floats({}, "X", DEFAULT_WEBHOOK_BACKOFF))
     webhook_timeout: float = 5.0
     relay_linger: float = 0.2
-    tick_linger: float = 0.05
+    tick_linger: float = 0.01
     log_requests: bool = True
 
     @property
@@ -137,6 +137,6 @@ class Settings:
             webhook_backoff=_floats(e, "WEBHOOK_BACKOFF", DEFAULT_WEBHOOK_BACKOFF),
             webhook_timeout=env_float(e, "WEBHOOK_TIMEOUT", 5.0),
             relay_linger=env_float(e, "RELAY_LINGER", 0.2),
-            tick_linger=env_float(e, "TICK_LINGER", 0.05),
+            tick_linger=env_float(e, "TICK_LINGER", 0.01),
             log_requests=_bool(e, "LOG_REQUESTS", True),
         )
