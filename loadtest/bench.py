@@ -11,7 +11,9 @@ loadtest/results/<stamp>-<scenario>-<N>s-<C>c.json and .png. Exit status 0 only 
 
 ``--all`` runs the matrix for the README (1, 2, 4 shards at 256 connections; 64..1,024 connections at 4 shards)
 and writes a markdown table. ``--selftest`` needs no stack: wrk and the same Lua script against a null server
-(loadtest/bench_null.py) show what the load generator alone drives from one core.
+(loadtest/bench_null.py) show what the load generator alone drives from one core; ``--ceiling`` does the same
+against uvicorn + Starlette + orjson answering a trivial POST (loadtest/bench_trivial.py): what the HTTP layer
+alone costs on this machine, the ceiling under any gateway built on that stack.
 """
 
 from __future__ import annotations
@@ -255,6 +257,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all-connections", default="64,128,256,512,1024")
     p.add_argument("--selftest", action="store_true",
                    help="no stack: wrk + the Lua script against a null server (the generator's ceiling)")  # fmt: skip
+    p.add_argument("--ceiling", action="store_true",
+                   help="no stack: wrk against uvicorn + Starlette + orjson answering a trivial POST, --workers "
+                        "processes (the HTTP layer's ceiling)")  # fmt: skip
     return p
 
 
@@ -301,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.selftest:
             return bench_selftest.selftest(min(args.duration, 10), args.connections, args.threads)
+        if args.ceiling:
+            return bench_selftest.ceiling(min(args.duration, 30), args.connections, args.threads, args.workers)
         if not args.all:
             cfg = _config(args)
             _check(cfg)
