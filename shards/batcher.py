@@ -69,15 +69,20 @@ class Batcher(Generic[Req, Res]):
         return len(self._queue)
 
     async def submit(self, request: Req, bounded: bool = True) -> Res:
-        """Queue ``request`` for the next batch; ``bounded=False`` admits it past the queue limit (work that
-        finishes what was already accepted, which refusing would only leave for recovery)."""
+        """Queue ``request`` for the next batch and wait for its result; ``bounded=False`` admits it past the
+        queue limit (work that finishes what was already accepted, which refusing would only leave for recovery)."""
+        return await self.post(request, bounded)
+
+    def post(self, request: Req, bounded: bool = True) -> asyncio.Future[Res]:
+        """Queue ``request`` for the next batch without waiting: its future holds the result once the batch has
+        committed. The call goes out whether or not anyone awaits the future."""
         if bounded and self._queue_limit is not None and len(self._queue) >= self._queue_limit:
             assert self._overloaded is not None
             raise self._overloaded()
         future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
         self._dispatch()
-        return await future
+        return future
 
     async def submit_many(self, requests: Sequence[Req]) -> list[Res | BaseException]:
         """Queue ``requests`` at once, so they leave in the same batch (as far as ``max_batch`` allows); each gets

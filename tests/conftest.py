@@ -6,6 +6,7 @@ Every integration test talks to real PostgreSQL, Redis and RabbitMQ. The gateway
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from shardpay import ids
 from shardpay.config import Settings
 from shardpay.services import wallets
 from shards.control import create_merchant
@@ -166,6 +168,20 @@ async def new_wallet(client: httpx.AsyncClient, shards: Shards, funds: int = 0, 
     if funds:
         await wallets.credit(shards, wallet_id, funds, "test funding")
     return wallet_id
+
+
+async def settled(shards: Shards, *transfer_ids: str, within: float = 10.0) -> None:
+    """Wait until leg 3 has run for each cross-shard transfer: a 201 comes once leg 2 has committed, and leg 3
+    (settling transit on the source shard) follows in that shard's next tick."""
+    deadline = time.monotonic() + within
+    for transfer_id in transfer_ids:
+        slot = ids.parse(transfer_id, "tr")
+        assert slot is not None
+        pool = shards.pool(shards.index_of(slot))
+        query = "SELECT saga_state FROM transfers WHERE id = $1"
+        while await pool.fetchval(query, transfer_id) == "debited":
+            assert time.monotonic() < deadline, f"{transfer_id} still waits for leg 3 after {within} s"
+            await asyncio.sleep(0.01)
 
 
 async def audit_clean(settings: Settings) -> dict[str, Any]:

@@ -60,8 +60,10 @@ async def create(shards: Shards, caller: Caller, cmd: CreateTransfer, inline_tim
     _raise_unstored(applied.outcome, cmd)
     assert applied.status is not None and applied.body is not None
     if applied.outcome == "applied" and route.cross:
-        return await _complete_inline(shards, route, request, inline_timeout)
-    return Outcome.from_store(applied.status, applied.body, replayed=applied.outcome == "replay")
+        return await _complete_inline(shards, request, inline_timeout)
+    if applied.outcome == "replay":
+        return Outcome.from_store(applied.status, await _as_of_now(shards, applied.body), replayed=True)
+    return Outcome.from_store(applied.status, applied.body, replayed=False)
 
 
 async def _route(shards: Shards, caller: Caller, cmd: CreateTransfer) -> _Route:
@@ -128,15 +130,48 @@ def _mismatch(cmd: CreateTransfer) -> ApiError:
     return ApiError.currency_mismatch(f"Both wallets must hold {cmd.currency}: 'currency' differs from a wallet's.")
 
 
-async def _complete_inline(shards: Shards, route: _Route, request: ledger.OpenTransfer, limit: float) -> Outcome:
-    """Try the saga's remaining legs now; if a shard is slow or down, answer 'processing' and let recovery finish."""
+async def _complete_inline(shards: Shards, request: ledger.OpenTransfer, limit: float) -> Outcome:
+    """Try leg 2 now and answer once it has committed: the transfer has then succeeded, and leg 3 (settling
+    transit on the source shard) goes in that shard's next tick without holding the request. If a shard is slow
+    or down, answer 'processing' and let recovery finish."""
     row = _row(request)
     try:
         async with asyncio.timeout(limit):
-            status = await saga.settle(shards, row)
+            inbound = await saga.credit(shards, row)
+            if inbound != "applied":
+                # Leg 2 was fenced off: the answer is 'failed' only once leg 3 has given the source its money back.
+                status = await saga.finish(shards, row, inbound)
+                return Outcome.from_store(201, _body(row, status), replayed=False)
     except (ApiError, TimeoutError):
         return Outcome.from_store(201, request.ok_body, replayed=False, final=False)
-    return Outcome.from_store(201, orjson.dumps(render.transfer_row(row, status)).decode(), replayed=False)
+    saga.finish_soon(shards, row, inbound)
+    return Outcome.from_store(201, _body(row, "succeeded"), replayed=False)
+
+
+def _body(row: dict[str, Any], status: str) -> str:
+    return orjson.dumps(render.transfer_row(row, status)).decode()
+
+
+async def _credited(shards: Shards, transfer_id: str, destination: str) -> bool:
+    """Has leg 2 applied on the destination shard? (False too if that shard cannot say right now.)"""
+    slot = ids.parse(destination, "wal")
+    assert slot is not None, f"stored destination {destination!r} is malformed"
+    shard = shards.index_of(slot)
+    try:
+        return await on_shard(shard, queries.inbound(shards.pool(shard), transfer_id)) == "applied"
+    except ApiError:
+        return False  # the destination shard is down: 'processing' is still true of what the source shard knows
+
+
+async def _as_of_now(shards: Shards, body: str) -> str:
+    """A stored response that says 'processing' may be older than leg 2, whose commit made the transfer
+    succeed (its row and record change only with leg 3): answer as of now, as the first response may have."""
+    obj = orjson.loads(body)
+    if obj.get("object") != "transfer" or obj.get("status") != "processing":
+        return body
+    if not await _credited(shards, obj["id"], obj["destination"]):
+        return body
+    return orjson.dumps({**obj, "status": "succeeded"}).decode()
 
 
 def _row(request: ledger.OpenTransfer) -> dict[str, Any]:
@@ -157,4 +192,6 @@ async def get(shards: Shards, caller: Caller, transfer_id: str) -> Outcome:
     row = await on_shard(shard, queries.transfer(shards.pool(shard), transfer_id))
     if row is None or row["merchant_id"] != caller.merchant_id:
         raise ApiError.not_found(None, transfer_id)
+    if row["status"] == "processing" and await _credited(shards, row["id"], row["destination"]):
+        return Outcome.of(200, render.transfer_row(row, "succeeded"))  # leg 2 has applied; leg 3 is on its way
     return Outcome.of(200, render.transfer_row(row))

@@ -26,7 +26,7 @@ from shards import ledger, queries
 from shards.audit import CAP, audit
 from shards.migrate import migrate
 from shards.pools import Shards, open_shards
-from tests.conftest import drop_databases, key, stack_env
+from tests.conftest import drop_databases, key, settled, stack_env
 
 SCRATCH_PREFIX = "shardpay_test_audit"
 MERCHANT = "mer_0000" + "0" * 20
@@ -79,6 +79,7 @@ async def transfer(shards: Shards, source: str, destination: str, amount: int) -
     outcome = await transfers.create(shards, caller(), cmd, 1.0)
     assert outcome.status == 201, outcome.body
     created: dict[str, Any] = orjson.loads(outcome.body)
+    await settled(shards, created["id"])  # a cross-shard transfer's leg 3 follows its answer
     return created
 
 

@@ -30,7 +30,7 @@ from shardpay.services.outcome import Caller
 from shardpay.services.recovery import recover_once
 from shards import ledger
 from shards.pools import Shards
-from tests.conftest import StackMerchant, audit_clean, key, new_wallet, post
+from tests.conftest import StackMerchant, audit_clean, key, new_wallet, post, settled
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/shardpay_test_nowhere"
 
@@ -164,6 +164,49 @@ async def test_recovery_finishes_transfers_left_after_leg_one_and_after_leg_two(
     assert [await available(client, w) for w in (source, first, second)] == [700, 100, 200]
     await recover_once(shards, recover_now)  # a second pass finds nothing left to do
     assert await events(shards, after_one.id) == {"transfer.succeeded": 1}
+    await audit_clean(migrated)
+
+
+async def test_a_transfer_is_answered_once_leg_two_commits_and_leg_three_follows(
+    client: httpx.AsyncClient, shards: Shards, migrated: Settings
+) -> None:
+    source = await new_wallet(client, shards, funds=100, shard=0)
+    destination = await new_wallet(client, shards, shard=1)
+    response = await post(client, "/v1/transfers", transfer_body(source, destination, 30))
+    assert response.status_code == 201 and response.json()["status"] == "succeeded", response.text
+    transfer_id = response.json()["id"]
+    # From the answer on, every view agrees the transfer has succeeded, whether or not leg 3 has run yet.
+    assert (await client.get(f"/v1/transfers/{transfer_id}")).json()["status"] == "succeeded"
+    assert [await available(client, w) for w in (source, destination)] == [70, 30]
+    await settled(shards, transfer_id)
+    assert (await row(shards, transfer_id))["status"] == "succeeded"
+    assert await entries(shards, transfer_id) == {"transfer_out": 2, "transfer_in": 2, "transfer_settle": 2}
+    assert await events(shards, transfer_id) == {"transfer.succeeded": 1}
+    await audit_clean(migrated)
+
+
+async def test_between_legs_two_and_three_get_and_replay_say_succeeded(
+    client: httpx.AsyncClient, shards: Shards, merchant: StackMerchant, dead_pool: asyncpg.Pool,
+    migrated: Settings, recover_now: Settings,
+) -> None:  # fmt: skip
+    source = await new_wallet(client, shards, funds=100, shard=2)
+    destination = await new_wallet(client, shards, shard=3)
+    stuck = await crash_after_leg_one(shards, merchant.id, source, destination, 40)
+    caller = Caller(merchant.id, "req_between", stuck.key, idempotency.fingerprint("POST", "/v1/transfers", stuck.body))
+    replayed = await transfers.create(shards, caller, command(stuck.body), 1.0)
+    assert (replayed.replayed, orjson.loads(replayed.body)["status"]) == (True, "processing")  # before leg 2
+
+    assert await run_leg_two(shards, merchant.id, stuck) == "applied"
+    assert (await row(shards, stuck.id))["status"] == "processing"  # the source shard's row waits for leg 3
+    assert (await client.get(f"/v1/transfers/{stuck.id}")).json()["status"] == "succeeded"
+    replayed = await transfers.create(shards, caller, command(stuck.body), 1.0)
+    assert (replayed.replayed, orjson.loads(replayed.body)["status"]) == (True, "succeeded")
+    # With the destination shard down nobody can tell leg 2 has applied: the source shard's 'processing' stands.
+    seen = await transfers.get(with_pool(shards, 3, dead_pool), Caller(merchant.id, "req_get"), stuck.id)
+    assert orjson.loads(seen.body)["status"] == "processing"
+
+    await recover_once(shards, recover_now)
+    await assert_final(client, shards, stuck, "succeeded")
     await audit_clean(migrated)
 
 

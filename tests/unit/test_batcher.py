@@ -1,5 +1,5 @@
-"""Group commit: the linger (after a busy batch the next one waits to gather more; a lone call never waits) and
-submitting several calls at once."""
+"""Group commit: the linger (after a busy batch the next one waits to gather more; a lone call never waits),
+submitting several calls at once, and posting a call nobody waits for."""
 
 from __future__ import annotations
 
@@ -92,3 +92,25 @@ async def test_submit_many_leaves_in_one_batch_and_answers_each() -> None:
     results = await calls.submit_many([1, 2, 3, 4])
     assert seen == [[1, 2, 3, 4]]  # not the first alone and the rest after it
     assert results[:2] == [10, 20] and isinstance(results[2], ValueError) and results[3] == 40
+
+
+async def test_a_posted_call_goes_out_with_nobody_waiting_and_its_future_holds_the_outcome() -> None:
+    recorder = Recorder(seconds=0.05)
+    calls = batcher(recorder, linger=0.0)
+    posted = calls.post(21)  # not awaited: the batch leaves anyway
+    await asyncio.sleep(0.2)
+    assert posted.done() and posted.result() == 42
+    assert [size for _, size in recorder.batches] == [1]
+
+
+async def test_a_posted_call_in_a_failed_batch_gets_the_failure() -> None:
+    async def broken(batch: Sequence[int]) -> list[int]:
+        raise ConnectionRefusedError("the shard went down")
+
+    async def alone(n: int) -> int:
+        return (await broken([n]))[0]
+
+    calls: Batcher[int, int] = Batcher(broken, alone, None, queue_limit=None)
+    posted = calls.post(1)
+    await asyncio.sleep(0.05)
+    assert isinstance(posted.exception(), ConnectionRefusedError)
