@@ -123,7 +123,6 @@ def run(cfg: Config, pgbench_cache: dict[tuple[str, int, int], dict[str, Any]] |
         procs.start()
         ready = procs.wait_ready(90)
         stack.say(f"stack ready in {ready:.1f} s (gateway {url}, {cfg.workers} workers); logs in {logs}")
-        result["host_ms"] = {"before": load.host_speed()}
         result["load"] = _drive(cfg, wrk, url, ids_file, seeded, procs, stamp)
         dead = procs.dead()
         result["checks"]["stack_alive"] = not dead
@@ -132,7 +131,6 @@ def run(cfg: Config, pgbench_cache: dict[tuple[str, int, int], dict[str, Any]] |
         stack.say("waiting for cross-shard transfers to settle")
         result["settle"] = asyncio.run(after.settle(settings, cfg.settle_timeout))
         result["checks"]["settled"] = result["settle"]["settled"]
-        result["host_ms"]["after"] = load.host_speed()
         stack.say("shardpay audit")
         audit = stack.cli(env, "audit", timeout=600, ok_codes=(0, 1))
         result["audit"] = {

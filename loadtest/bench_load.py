@@ -33,22 +33,6 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def host_speed(rounds: int = 3) -> float:
-    """Milliseconds of CPU a fixed pure-Python loop takes here (the best of ``rounds``), run while the stack idles.
-
-    The same code costs more CPU on a slower or busier host (a shared machine's neighbours, its clock): runs
-    on this kind of machine were seen to differ by 1.6 times in every process's CPU per transfer, wrk's
-    included. Compare two runs' throughput only next to this number."""
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.process_time()
-        total = 0
-        for i in range(1_000_000):
-            total += i
-        best = min(best, time.process_time() - started)
-    return round(best * 1000, 1)
-
-
 # ---------------------------------------------------------------------------------------------------------- wrk
 
 

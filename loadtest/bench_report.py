@@ -152,12 +152,6 @@ def summary(result: dict[str, Any]) -> str:
         settings = result["postgres"]
         shown = "  ".join(f"{k} {settings.get(k)}" for k in EXPECTED_SETTINGS)
         lines.append(f"  postgres    {shown}  {mark(result['checks'].get('postgres_settings', False))}")
-    if "host_ms" in result:
-        host = result["host_ms"]
-        lines.append(
-            f"  host        a fixed Python loop took {host['before']} ms of CPU before the load, "
-            f"{host.get('after', '?')} ms after (higher: a slower or busier host; compare runs next to it)"
-        )
     pg = result.get("pgbench")
     if pg:
         if pg.get("tps"):
