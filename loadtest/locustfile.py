@@ -14,7 +14,7 @@ Like a careful merchant it:
   (``<route> [429]``), never a failure;
 - treats 402 ``insufficient_funds`` as a business outcome (a success in Locust's stats, counted).
 
-Every final response is checked against ``/work/shared/API.md`` (status, JSON shape, ``X-Request-Id``)
+Every final response is checked against ``shared/API.md`` beside the repository (status, JSON shape, ``X-Request-Id``)
 through ``catch_response``. Outcomes that are not HTTP requests (replays, 402s, retries, 429s, give-ups) are
 counted per process, summed on the master in distributed runs, printed at the end and written to
 ``<csv prefix>_outcomes.csv`` when ``--csv`` is given.
