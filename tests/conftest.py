@@ -1,4 +1,4 @@
-"""The test stack: its own databases (``shardpay_test_*``), Redis database 15, and a real gateway process.
+"""The test stack: its own databases (``shardpay_test_*``) and Redis database (15), and a real gateway process.
 
 Every integration test talks to real PostgreSQL, Redis and RabbitMQ. The gateway runs as a subprocess
 (``python -m shardpay serve``) exactly as in production, so concurrency tests race real HTTP requests.
@@ -30,6 +30,8 @@ from shards.pools import Shards, open_shards
 
 # Two test sessions at once (two checkouts, CI beside a developer) must not drop each other's databases.
 TEST_PREFIX = os.environ.get("SHARDPAY_TEST_PREFIX", "shardpay_test")
+# And their own Redis database (two sessions side by side must not flush each other's keys).
+TEST_REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('SHARDPAY_TEST_REDIS_DB', '15')}"
 
 
 def free_port() -> int:
@@ -45,7 +47,7 @@ def stack_env(**overrides: str) -> dict[str, str]:
         **base,
         "SHARDPAY_DB_PREFIX": TEST_PREFIX,
         "SHARDPAY_SHARDS": "4",
-        "SHARDPAY_REDIS_URL": "redis://127.0.0.1:6379/15",
+        "SHARDPAY_REDIS_URL": TEST_REDIS_URL,
         "SHARDPAY_WORKERS": "1",
         "SHARDPAY_POOL_MAX": "6",
         "SHARDPAY_LOG_REQUESTS": "false",

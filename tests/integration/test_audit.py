@@ -26,9 +26,9 @@ from shards import ledger, queries
 from shards.audit import CAP, audit
 from shards.migrate import migrate
 from shards.pools import Shards, open_shards
-from tests.conftest import drop_databases, key, settled, stack_env
+from tests.conftest import TEST_PREFIX, drop_databases, key, settled, stack_env
 
-SCRATCH_PREFIX = "shardpay_test_audit"
+SCRATCH_PREFIX = f"{TEST_PREFIX}_audit"
 MERCHANT = "mer_0000" + "0" * 20
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/shardpay_test_nowhere"
 

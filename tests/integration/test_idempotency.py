@@ -11,11 +11,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from shards.pools import Shards
-from tests.conftest import StackMerchant, free_port, key, new_wallet, post, start_gateway, stop_process
+from tests.conftest import TEST_REDIS_URL, StackMerchant, free_port, key, new_wallet, post, start_gateway, stop_process
 
 
 async def flush_redis() -> None:
-    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/15")
+    client = aioredis.Redis.from_url(TEST_REDIS_URL)
     await client.flushdb()
     await client.aclose()
 

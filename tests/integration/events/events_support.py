@@ -20,9 +20,9 @@ from shardpay import ids
 from shardpay.domain.events import render_event
 
 Runner = Callable[[asyncio.Event], Awaitable[None]]
-VHOST = "shardpay_test_events"
+VHOST = f"{os.environ.get('SHARDPAY_TEST_PREFIX', 'shardpay_test')}_events"
 ENV = {
-    "SHARDPAY_DB_PREFIX": "shardpay_test_events",
+    "SHARDPAY_DB_PREFIX": VHOST,
     "SHARDPAY_SHARDS": "2",
     "SHARDPAY_AMQP_URL": f"amqp://guest:guest@127.0.0.1:5672/{VHOST}",
     "SHARDPAY_WEBHOOK_BACKOFF": "0.2,0.4,0.8",
