@@ -1,7 +1,17 @@
-"""Versioned SQL migrations for the control database and every shard. Re-running applies only what is new."""
+"""SQL for the control database and every shard, in two kinds, as Flyway has them.
+
+Versioned migrations (``migrations/<kind>/NNNN_*.sql``) change tables, indexes and data: each is applied once,
+in order, and recorded in ``schema_migrations``. Repeatable files (``sql/<kind>/*.sql``) hold every function and
+trigger as it is now, one file per concern: whenever any file's text differs from the checksum recorded in
+``schema_repeatables``, all of them are applied again in one transaction, after dropping every function of the
+database's ``public`` schema (and, by cascade, the triggers that call them), so that a function renamed or
+given new parameters leaves no stale overload behind. A reader opens one file to see what runs now.
+Re-running applies only what is new or changed.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -22,11 +32,35 @@ class Migration:
     sql: str
 
 
-def migrations(kind: str) -> list[Migration]:
-    """The SQL files for ``kind`` ("control" or "shard"), in version order."""
-    folder = importlib.resources.files("shards") / "migrations" / kind
+def _files(*path: str) -> list[Migration]:
+    folder = importlib.resources.files("shards").joinpath(*path)
+    if not folder.is_dir():
+        return []
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [Migration(f.name.removesuffix(".sql"), f.read_text()) for f in files]
+
+
+def migrations(kind: str) -> list[Migration]:
+    """The versioned migrations for ``kind`` ("control" or "shard"), in version order."""
+    return _files("migrations", kind)
+
+
+def repeatables(kind: str) -> list[Migration]:
+    """The repeatable files for ``kind``: every function and trigger, as it is now, in name order."""
+    return _files("sql", kind)
+
+
+def checksum(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
+# Every function in public that no extension owns: the repeatable files define all of them.
+_OWN_FUNCTIONS = """
+SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'public'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                  AND d.deptype = 'e')
+"""
 
 
 def _with_database(dsn: str, database: str) -> str:
@@ -52,25 +86,57 @@ async def ensure_database(dsn: str) -> None:
 
 
 async def apply(conn: asyncpg.Connection, kind: str) -> list[str]:
-    """Apply every not-yet-applied migration of ``kind``, each in its own transaction."""
+    """Apply every not-yet-applied migration of ``kind``, each in its own transaction, then the repeatable
+    files if any changed; returns what was applied (repeatables as ``sql/<name>``)."""
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
     try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        applied = []
-        for migration in migrations(kind):
-            if migration.version in done:
-                continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", migration.version)
-            applied.append(migration.version)
-        return applied
+        return [*await _versioned(conn, kind), *await _repeatable(conn, kind)]
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+
+
+async def _versioned(conn: asyncpg.Connection, kind: str) -> list[str]:
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    applied = []
+    for migration in migrations(kind):
+        if migration.version in done:
+            continue
+        async with conn.transaction():
+            await conn.execute(migration.sql)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", migration.version)
+        applied.append(migration.version)
+    return applied
+
+
+async def _repeatable(conn: asyncpg.Connection, kind: str) -> list[str]:
+    """All repeatable files again, in one transaction, if any file's checksum differs from the recorded one (or
+    a file was added or removed); nothing otherwise."""
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_repeatables "
+        "(name text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    files = repeatables(kind)
+    wanted = {f.version: checksum(f.sql) for f in files}
+    recorded = {r["name"]: r["checksum"] for r in await conn.fetch("SELECT name, checksum FROM schema_repeatables")}
+    if wanted == recorded:
+        return []
+    async with conn.transaction():
+        # Bodies refer to each other and to functions of later files: check them when they run, not now
+        # (as pg_dump's scripts do). Every function is dropped first, so none is left from an older text.
+        await conn.execute("SET LOCAL check_function_bodies = off")
+        for signature in [r[0] for r in await conn.fetch(_OWN_FUNCTIONS)]:
+            await conn.execute(f"DROP FUNCTION IF EXISTS {signature} CASCADE")
+        for f in files:
+            await conn.execute(f.sql)
+        await conn.execute("DELETE FROM schema_repeatables")
+        await conn.executemany(
+            "INSERT INTO schema_repeatables (name, checksum) VALUES ($1, $2)", sorted(wanted.items())
+        )
+    return [f"sql/{f.version}" for f in files if recorded.get(f.version) != wanted[f.version]]
 
 
 async def _migrate_one(dsn: str, kind: str) -> list[str]:

@@ -1,4 +1,6 @@
 -- One shard: wallets and system accounts, the immutable ledger, transfers, idempotency records, the outbox.
+-- Versioned migrations hold tables, indexes and data changes only, applied once each in order; every function
+-- and trigger is a repeatable file under shards/sql/shard/, its current definition (shards/migrate.py).
 
 CREATE TABLE IF NOT EXISTS accounts (
     id          text PRIMARY KEY,
@@ -32,16 +34,7 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
 CREATE INDEX IF NOT EXISTS ledger_entries_account ON ledger_entries (account_id, id DESC);
 CREATE INDEX IF NOT EXISTS ledger_entries_txn ON ledger_entries (txn_id);
 
-CREATE OR REPLACE FUNCTION ledger_entries_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'ledger entries are immutable (% refused)', TG_OP USING ERRCODE = 'restrict_violation';
-END $$;
-DROP TRIGGER IF EXISTS ledger_entries_no_change ON ledger_entries;
-CREATE TRIGGER ledger_entries_no_change BEFORE UPDATE OR DELETE ON ledger_entries
-    FOR EACH ROW EXECUTE FUNCTION ledger_entries_immutable();
-DROP TRIGGER IF EXISTS ledger_entries_no_truncate ON ledger_entries;
-CREATE TRIGGER ledger_entries_no_truncate BEFORE TRUNCATE ON ledger_entries
-    FOR EACH STATEMENT EXECUTE FUNCTION ledger_entries_immutable();
+-- Entries are immutable: the triggers that refuse UPDATE, DELETE and TRUNCATE are in shards/sql/shard/ledger.sql.
 
 CREATE TABLE IF NOT EXISTS transfers (
     id              text PRIMARY KEY,

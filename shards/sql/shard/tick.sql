@@ -1,13 +1,11 @@
--- One call per shard for every money step at once: a tick. A gateway process used to keep one batch in flight
--- per shard for each of leg 1, leg 2 and leg 3, plus one query per cross-shard transfer to read its
--- destination wallet: four calls where one does, and each call has a fixed cost (about 1.2 ms of backend CPU
--- on the benchmark machine, against 100 to 200 µs per transfer it carries; measured per call from /proc).
--- sp_tick takes all four kinds of work in one transaction:
+-- One call per shard for every money step at once: a tick (shards/tick.py groups them, shards/ledger.py calls
+-- this). Each call has a fixed cost (about 1.2 ms of backend CPU on the benchmark machine, against 100 to 200 µs
+-- per transfer it carries), so everything bound for a shard while its last tick commits goes in one:
 --
 --   l_*  lookups: a wallet's merchant and currency (a cross-shard transfer checks its destination first)
---   f_*  leg 3, as 0008's sp_finish_transfers: settle transit into interchange, or refund the source
---   c_*  leg 2, as 0008's sp_credit_inbounds: credit the destination at most once per transfer
---   o_*  leg 1 or a whole same-shard transfer, as 0006's sp_open_transfers
+--   f_*  leg 3: settle transit into interchange, or refund the source
+--   c_*  leg 2: credit the destination at most once per transfer
+--   o_*  leg 1 or a whole same-shard transfer
 --
 -- and answers one row per item: (r_kind, r_idx, r_outcome, r_status, r_body), r_kind 'l', 'f', 'c' or 'o'
 -- and r_idx the item's place in its kind's arrays. A lookup answers r_outcome = the wallet's merchant and
@@ -19,8 +17,15 @@
 -- that locks both takes transfers before accounts, so ticks, single steps and recovery never deadlock.
 --
 -- The sections run in the order legs 3, 2, 1: money coming back or in is on the wallets before leg 1 checks
--- the balances it debits. Each is skipped when it has no items, and each is the statement the function it
--- replaces ran; those functions go (below), and a single step is a tick of one item (shards/ledger.py).
+-- the balances it debits. Each is skipped when it has no items; a single step is a tick of one item.
+--
+-- Plans: plan_cache_mode = force_generic_plan, because with array parameters the plan cache otherwise re-plans
+-- every statement for every call (it estimates each custom plan cheaper than the generic one), and planning a
+-- statement of five CTEs cost more than the batch it applied; enable_seqscan = off, because every row read
+-- here is found by key, but a generic plan made while a table is new and nearly empty (a fresh shard) scans it
+-- whole and keeps doing so as it grows until the next ANALYZE replaces the plan.
+--
+-- A repeatable file (shards/migrate.py): re-applied whenever its text changes.
 
 CREATE OR REPLACE FUNCTION sp_tick(
     l_wallet text[],
@@ -129,7 +134,8 @@ BEGIN
         CROSS JOIN LATERAL (VALUES ('sys_interchange_' || p.currency, -p.amount),
                                    (p.destination, p.amount)) AS e (account_id, amount);
 
-        -- A statement of its own (0008): it sees this tick's rows and every row a conflict made it wait for.
+        -- A statement of its own, so it sees this tick's rows and every row a conflict made it wait for
+        -- (a concurrent fence from recovery: its answer, not 'applied', is what this leg reports).
         RETURN QUERY
         SELECT 'c'::text, (u.ord - 1)::integer, t.status, NULL::integer, NULL::text
         FROM unnest(c_transfer_id) WITH ORDINALITY AS u (transfer_id, ord)
@@ -199,8 +205,3 @@ BEGIN
         RETURN NEXT;
     END LOOP;
 END $$;
-
-DROP FUNCTION IF EXISTS sp_open_transfers(text[], text[], text[], text[], text[], text[], bigint[], text[], text[],
-                                          text[], bigint[], boolean[], text[], text[], text[], text[]);
-DROP FUNCTION IF EXISTS sp_credit_inbounds(text[], text[], text[], bigint[], text[]);
-DROP FUNCTION IF EXISTS sp_finish_transfers(text[], text[], text[], text[], text[]);

@@ -1,0 +1,36 @@
+-- Wallets: creation (with its idempotency record and event) and an operator's credit from the funding account.
+-- A repeatable file (shards/migrate.py).
+
+CREATE OR REPLACE FUNCTION sp_create_wallet(
+    p_merchant text, p_key text, p_fingerprint text, p_id text, p_currency text, p_reference text,
+    p_metadata jsonb, p_created bigint, p_body text, p_event_id text, p_event_type text, p_event_body text,
+    OUT outcome text, OUT status integer, OUT body text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT r.outcome, r.status, r.body INTO outcome, status, body FROM sp_idempotent_replay(p_merchant, p_key, p_fingerprint) r;
+    IF outcome IS NOT NULL THEN RETURN; END IF;
+    INSERT INTO accounts (id, merchant_id, kind, currency, reference, metadata, created_at)
+    VALUES (p_id, p_merchant, 'wallet', p_currency, p_reference, p_metadata, to_timestamp(p_created));
+    INSERT INTO outbox (event_id, merchant_id, type, body) VALUES (p_event_id, p_merchant, p_event_type, p_event_body);
+    INSERT INTO idempotency_keys (merchant_id, key, fingerprint, status, body)
+    VALUES (p_merchant, p_key, p_fingerprint, 201, p_body);
+    outcome := 'applied'; status := 201; body := p_body;
+END $$;
+
+-- An operator's adjustment: funding -> wallet. Returns the new available balance, or NULL for no such wallet.
+CREATE OR REPLACE FUNCTION sp_credit_wallet(p_wallet text, p_amount bigint, p_ref text, p_memo text,
+                                            p_event_id text, p_event_body text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    w   accounts%ROWTYPE;
+    txn bigint;
+BEGIN
+    UPDATE accounts SET available = available + p_amount WHERE id = p_wallet AND kind = 'wallet' RETURNING * INTO w;
+    IF NOT FOUND THEN RETURN NULL; END IF;
+    txn := nextval('ledger_txn_seq');
+    INSERT INTO ledger_entries (txn_id, account_id, amount, currency, kind, ref, memo) VALUES
+        (txn, 'sys_funding_' || w.currency, -p_amount, w.currency, 'adjustment', p_ref, p_memo),
+        (txn, p_wallet, p_amount, w.currency, 'adjustment', p_ref, p_memo);
+    INSERT INTO outbox (event_id, merchant_id, type, body) VALUES (p_event_id, w.merchant_id, 'wallet.credited', p_event_body);
+    RETURN w.available;
+END $$;
