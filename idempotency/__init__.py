@@ -1,7 +1,9 @@
 """Idempotency: the Redis lock and response cache (fast path) and the request fingerprint.
 
 The guarantee lives in PostgreSQL: each shard's ``idempotency_keys`` row is written in the same transaction
-as the money movement, so a retry never moves money twice even if Redis has forgotten every key.
+as the money movement, so a retry never moves money twice even if Redis has forgotten every key; and every key
+has a home shard where its record, or a claim on it, is found from the merchant and the key alone
+(``shardpay.services.idempotent``), so the same key with other parameters is refused wherever its money is.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The money-moving steps: every change to balances goes through one of these calls, each one round trip.
 
-The steps of transfers (leg 1 or a same-shard transfer, leg 2, leg 3, and the destination check of a cross-shard
-transfer) are all one SQL function, ``sp_tick``: a group-committed batch per shard may carry any mix of them
-(``shards.tick``), and a single step is a tick of one. Keep callers going through this module only.
+The steps of transfers (an idempotency key's claim on its home shard, leg 1 or a same-shard transfer, leg 2,
+leg 3, and the destination check of a cross-shard transfer) are all one SQL function, ``sp_tick``: a
+group-committed batch per shard may carry any mix of them (``shards.tick``), and a single step is a tick of
+one. Keep callers going through this module only.
 """
 
 from __future__ import annotations
@@ -70,20 +71,48 @@ async def create_wallet(pool: asyncpg.Pool, w: CreateWallet) -> Applied:
 
 
 async def replay(pool: asyncpg.Pool, merchant_id: str, key: str, fingerprint: str) -> Applied:
-    """The stored response for a key (after a concurrent duplicate won the race to store it)."""
+    """The stored response for a key (after a concurrent duplicate won the race to store it): outcome 'replay',
+    'key_reused', 'claimed' (the key's claim, whose response lives elsewhere) or 'missing'."""
     row = await pool.fetchrow("SELECT * FROM sp_idempotent_replay($1, $2, $3)", merchant_id, key, fingerprint)
     assert row is not None
     return Applied(row["outcome"] or "missing", row["status"], row["body"])
 
 
-async def credit_wallet(
-    pool: asyncpg.Pool, wallet_id: str, amount: int, ref: str, memo: str, event_id: str, event_body: str
-) -> int | None:
-    """An operator's adjustment from the shard's funding account; None if there is no such wallet."""
-    result: int | None = await pool.fetchval(
-        "SELECT sp_credit_wallet($1, $2, $3, $4, $5, $6)", wallet_id, amount, ref, memo, event_id, event_body
-    )
-    return result
+@dataclass(frozen=True)
+class CreditWallet:
+    """An operator's adjustment, idempotent under ``scope`` and ``idempotency_key``."""
+
+    scope: str
+    idempotency_key: str
+    fingerprint: str
+    wallet_id: str
+    amount: int
+    ref: str
+    memo: str
+    body: str
+    event_id: str
+    event_body: str
+
+
+async def credit_wallet(pool: asyncpg.Pool, c: CreditWallet) -> Applied:
+    """Funding -> wallet: 'applied' or 'replay' with the stored response (the wallet's new balance in it),
+    'key_reused', 'claimed', or 'wallet_missing'."""
+    row = await pool.fetchrow(
+        "SELECT * FROM sp_credit_wallet($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        c.scope, c.idempotency_key, c.fingerprint, c.wallet_id, c.amount, c.ref, c.memo, c.body, c.event_id,
+        c.event_body,
+    )  # fmt: skip
+    assert row is not None
+    return Applied(row["outcome"], row["status"], row["body"])
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Take an idempotency key on its home shard before a write whose effect lives on another shard."""
+
+    merchant_id: str
+    idempotency_key: str
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -123,10 +152,12 @@ class Finish:
     event_body: str
 
 
-Step = Lookup | Finish | Inbound | OpenTransfer
+Step = Claim | Lookup | Finish | Inbound | OpenTransfer
 Done = Found | str | Applied
 # sp_tick's parameter groups, in its order, with the kind letter its rows answer with.
-_KINDS: tuple[tuple[type[Any], str], ...] = ((Lookup, "l"), (Finish, "f"), (Inbound, "c"), (OpenTransfer, "o"))
+_KINDS: tuple[tuple[type[Any], str], ...] = (
+    (Claim, "k"), (Lookup, "l"), (Finish, "f"), (Inbound, "c"), (OpenTransfer, "o"),
+)  # fmt: skip
 _COLUMNS = {cls: (len(fields(cls)), attrgetter(*(f.name for f in fields(cls)))) for cls, _ in _KINDS}
 _CLASS = {letter: cls for cls, letter in _KINDS}
 _TICK = "SELECT * FROM sp_tick({})".format(", ".join(f"${i + 1}" for i in range(sum(n for n, _ in _COLUMNS.values()))))

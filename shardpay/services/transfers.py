@@ -13,7 +13,7 @@ import orjson
 from shardpay import ids
 from shardpay.domain.errors import ApiError
 from shardpay.domain.events import render_event
-from shardpay.services import render, saga
+from shardpay.services import idempotent, render, saga
 from shardpay.services.outcome import Caller, Outcome, key_reused
 from shards import ledger, queries
 from shards.errors import on_shard
@@ -76,13 +76,24 @@ async def _route(shards: Shards, caller: Caller, cmd: CreateTransfer) -> _Route:
     if cmd.source == cmd.destination:
         raise ApiError.invalid("destination", "'destination' must differ from 'source'.")
     route = _Route(source_slot, shards.index_of(source_slot), shards.index_of(destination_slot))
-    if route.cross:
-        # The source shard cannot see the destination: check it here, before any money moves.
-        found = await on_shard(route.destination_shard, shards.ticks[route.destination_shard].lookup(cmd.destination))
-        if found.merchant_id != caller.merchant_id:
-            raise ApiError.not_found("destination", cmd.destination)
-        if found.currency != cmd.currency:
-            raise _mismatch(cmd)
+    claim = idempotent.claim(shards, caller.merchant_id, caller.key, caller.print, route.source_shard)
+    if not route.cross:
+        await claim
+        return route
+    # The source shard cannot see the destination: check it here, before any money moves, while the key is
+    # claimed at home (both in their shards' next ticks, side by side).
+    dst = route.destination_shard
+    claimed, found = await asyncio.gather(
+        claim, on_shard(dst, shards.ticks[dst].lookup(cmd.destination)), return_exceptions=True
+    )
+    if isinstance(claimed, BaseException):
+        raise claimed
+    if isinstance(found, BaseException):
+        raise found
+    if found.merchant_id != caller.merchant_id:
+        raise ApiError.not_found("destination", cmd.destination)
+    if found.currency != cmd.currency:
+        raise _mismatch(cmd)
     return route
 
 
@@ -115,8 +126,9 @@ async def _stored(shards: Shards, caller: Caller, cmd: CreateTransfer) -> Outcom
 
 
 def _raise_unstored(outcome: str, cmd: CreateTransfer) -> None:
-    """Outcomes that moved nothing and stored nothing: a retry gets the same answer again."""
-    if outcome == "key_reused":
+    """Outcomes that moved nothing and stored nothing: a retry gets the same answer again. ('claimed' here would
+    be a claim by this very request on the shard of its own effect, which a request never makes: refused.)"""
+    if outcome in ("key_reused", "claimed"):
         raise key_reused()
     if outcome == "source_missing":
         raise ApiError.not_found("source", cmd.source)

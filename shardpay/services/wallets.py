@@ -10,10 +10,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+import idempotency
 from shardpay import ids
 from shardpay.domain.errors import ApiError
 from shardpay.domain.events import render_event
-from shardpay.services import render
+from shardpay.services import idempotent, render
 from shardpay.services.outcome import Caller, Outcome, key_reused
 from shards import ledger, queries
 from shards.errors import on_shard
@@ -28,8 +29,9 @@ class CreateWallet:
 
 
 async def create(shards: Shards, caller: Caller, cmd: CreateWallet) -> Outcome:
-    # The slot follows the idempotency key, so a retry of this request lands on the same shard and finds its record.
-    slot = ids.slot_for(caller.merchant_id, caller.key)
+    # The slot is the key's home (shardpay.services.idempotent), so a retry of this request lands on the same shard
+    # and finds its record, and the same key reused for any other write meets it there.
+    slot = idempotent.home_slot(caller.merchant_id, caller.key)
     shard = shards.index_of(slot)
     wallet_id = ids.new_id("wal", slot)
     created = int(time.time())
@@ -47,7 +49,7 @@ async def create(shards: Shards, caller: Caller, cmd: CreateWallet) -> Outcome:
         applied = await on_shard(shard, ledger.create_wallet(shards.pool(shard), request))
     except asyncpg.UniqueViolationError:
         applied = await on_shard(shard, ledger.replay(shards.pool(shard), caller.merchant_id, caller.key, caller.print))
-    if applied.outcome == "key_reused":
+    if applied.outcome in ("key_reused", "claimed"):  # a claim here is another write's
         raise key_reused()
     assert applied.status is not None and applied.body is not None
     return Outcome.from_store(applied.status, applied.body, replayed=applied.outcome == "replay")
@@ -89,21 +91,41 @@ def _entry_number(starting_after: str | None) -> int | None:
     return int(number)
 
 
-async def credit(shards: Shards, wallet_id: str, amount: int, reason: str) -> dict[str, Any]:
-    """An operator's adjustment from the shard's funding account; audited like any other ledger transaction."""
+# The namespace of operators' idempotency keys (``shardpay wallets credit``): no merchant id looks like it.
+OPERATOR = "operator"
+
+
+async def credit(
+    shards: Shards, wallet_id: str, amount: int, reason: str, idempotency_key: str | None = None
+) -> dict[str, Any]:
+    """An operator's adjustment from the shard's funding account; audited like any other ledger transaction.
+
+    Idempotent by ``idempotency_key`` (one is made up when none is given, and returned): the same key credits
+    once, and a re-run answers the first credit's result with ``replayed``; the same key with another wallet,
+    amount or reason is refused (422), for 24 hours, like a merchant's."""
     slot = ids.parse(wallet_id, "wal")
     if slot is None:
         raise ApiError.not_found("wallet", wallet_id)
     shard = shards.index_of(slot)
-    ref = f"adj_{secrets.token_hex(10)}"
     row = await on_shard(shard, queries.wallet(shards.pool(shard), wallet_id))
     if row is None:
         raise ApiError.not_found("wallet", wallet_id)
+    key = idempotency_key or f"credit_{secrets.token_hex(12)}"  # the CLI makes one up itself and prints it
+    fingerprint = idempotency.fingerprint("CLI", "wallets credit", [wallet_id, amount, reason])
+    await idempotent.claim(shards, OPERATOR, key, fingerprint, shard)
+    ref = f"adj_{secrets.token_hex(10)}"
     obj = {"object": "adjustment", "id": ref, "wallet": wallet_id, "amount": amount, "reason": reason}
     event_id, event_body = render_event("wallet.credited", row["merchant_id"], ref, obj, slot)
-    available = await on_shard(
-        shard, ledger.credit_wallet(shards.pool(shard), wallet_id, amount, ref, reason, event_id, event_body)
+    request = ledger.CreditWallet(
+        OPERATOR, key, fingerprint, wallet_id, amount, ref, reason, orjson.dumps(obj).decode(), event_id, event_body
     )
-    if available is None:
+    pool = shards.pool(shard)
+    try:
+        applied = await on_shard(shard, ledger.credit_wallet(pool, request))
+    except asyncpg.UniqueViolationError:  # a concurrent run with the same key committed first: its answer
+        applied = await on_shard(shard, ledger.replay(pool, OPERATOR, key, fingerprint))
+    if applied.outcome in ("key_reused", "claimed"):
+        raise key_reused()
+    if applied.outcome == "wallet_missing" or applied.body is None:
         raise ApiError.not_found("wallet", wallet_id)
-    return {**obj, "currency": row["currency"], "available": available}
+    return {**orjson.loads(applied.body), "idempotency_key": key, "replayed": applied.outcome == "replay"}

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from shardpay.services import idempotent
 from shards.pools import Shards
 from tests.conftest import TEST_REDIS_URL, StackMerchant, free_port, key, new_wallet, post, start_gateway, stop_process
 
@@ -166,3 +167,64 @@ async def test_a_client_that_hangs_up_mid_body_does_not_hold_its_key(
     assert retry.status_code == 201, retry.text
     metrics = (await client.get("/metrics")).text
     assert 'route="/v1/wallets",status="500"' not in metrics
+
+
+def key_at_home(shards: Shards, merchant_id: str, home: int) -> str:
+    """A fresh key whose durable record lives on shard ``home`` (merchant and key decide where)."""
+    while True:
+        candidate = key()
+        if shards.index_of(idempotent.home_slot(merchant_id, candidate)) == home:
+            return candidate
+
+
+# (the key's home, the first source's shard, the second source's shard): every way the three can differ.
+PLACES = [(0, 0, 1), (0, 1, 0), (0, 1, 2)]
+
+
+@pytest.mark.parametrize(("home", "first", "second"), PLACES)
+async def test_a_key_reused_with_a_source_on_another_shard_is_422_after_redis_forgot_it(
+    client: httpx.AsyncClient, shards: Shards, merchant: StackMerchant, home: int, first: int, second: int
+) -> None:
+    idem = key_at_home(shards, merchant.id, home)
+    destination = await new_wallet(client, shards, shard=3)
+    sources = [await new_wallet(client, shards, funds=100, shard=shard) for shard in (first, second)]
+    body = {"source": sources[0], "destination": destination, "amount": 10, "currency": "USD"}
+    assert (await post(client, "/v1/transfers", body, idem)).status_code == 201
+    await flush_redis()
+    reused = await post(client, "/v1/transfers", {**body, "source": sources[1]}, idem)
+    assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_key_reused", reused.text
+    assert [await balance(client, s) for s in sources] == [90, 100]
+    # The first request's own retry is still answered by its record.
+    await flush_redis()
+    again = await post(client, "/v1/transfers", body, idem)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_wallet_key_reused_for_a_transfer_elsewhere_is_422(
+    client: httpx.AsyncClient, shards: Shards, merchant: StackMerchant
+) -> None:
+    idem = key_at_home(shards, merchant.id, 1)
+    assert (await post(client, "/v1/wallets", {"currency": "USD"}, idem)).status_code == 201
+    source = await new_wallet(client, shards, funds=100, shard=2)
+    destination = await new_wallet(client, shards, shard=2)
+    await flush_redis()
+    body = {"source": source, "destination": destination, "amount": 10, "currency": "USD"}
+    reused = await post(client, "/v1/transfers", body, idem)
+    assert reused.status_code == 422, reused.text
+    assert await balance(client, source) == 100
+
+
+async def test_without_redis_one_key_raced_with_sources_on_every_shard_moves_money_once(
+    redisless_gateway: str, merchant: StackMerchant, shards: Shards, client: httpx.AsyncClient
+) -> None:
+    headers = {"Authorization": f"Bearer {merchant.api_key}"}
+    destination = await new_wallet(client, shards, shard=0)
+    sources = [await new_wallet(client, shards, funds=100, shard=shard) for shard in (0, 1, 2, 3) for _ in range(3)]
+    idem = key()
+    async with httpx.AsyncClient(base_url=redisless_gateway, headers=headers, timeout=30) as down:
+        bodies = [{"source": s, "destination": destination, "amount": 10, "currency": "USD"} for s in sources]
+        responses = await asyncio.gather(*(post(down, "/v1/transfers", body, idem) for body in bodies))
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses[201] == 1 and statuses[422] == len(sources) - 1, statuses
+    assert sorted([await balance(client, s) for s in sources]) == [90] + [100] * (len(sources) - 1)
+    assert await balance(client, destination) == 10

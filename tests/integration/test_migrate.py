@@ -119,7 +119,8 @@ async def _some_money(settings: Settings) -> None:
             "'mer_000000000000000000000000', 'wallet', 'USD')"
         )
         await conn.execute(
-            "SELECT sp_credit_wallet('wal_0000aaaaaaaaaaaaaaaaaaaa', 500, 'adj_test', 'test', 'evt_t', '{}')"
+            "SELECT sp_credit_wallet('operator', 'k', 'fp', 'wal_0000aaaaaaaaaaaaaaaaaaaa', 500, 'adj_test', 'test', "
+            "'{}', 'evt_t', '{}')"
         )
     finally:
         await conn.close()

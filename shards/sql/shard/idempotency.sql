@@ -1,19 +1,24 @@
--- The durable idempotency record: one row per (merchant, key) on the shard whose transaction stored it.
--- A repeatable file (shards/migrate.py).
+-- The durable idempotency record: one row per (merchant, key) on a shard, either the stored response of the write
+-- whose transaction moved money there, or a claim (0010) on the key's home shard for a write whose effect, and
+-- response, live on another shard. A repeatable file (shards/migrate.py).
 
--- A stored idempotency record for this merchant and key, judged against this request's fingerprint.
+-- A stored idempotency record for this merchant and key, judged against this request's fingerprint:
+-- NULL (none), 'key_reused' (other parameters), 'replay' (with the stored response), or 'claimed' (this very
+-- request claimed the key here; its response lives on the shard of its effect).
 CREATE OR REPLACE FUNCTION sp_idempotent_replay(p_merchant text, p_key text, p_fingerprint text,
                                                 OUT outcome text, OUT status integer, OUT body text)
 LANGUAGE plpgsql AS $$
 DECLARE
     rec record;
 BEGIN
-    SELECT i.fingerprint, i.status, i.body INTO rec
+    SELECT i.fingerprint, i.status, i.body, i.claim INTO rec
     FROM idempotency_keys i WHERE i.merchant_id = p_merchant AND i.key = p_key;
     IF NOT FOUND THEN
         outcome := NULL;
     ELSIF rec.fingerprint <> p_fingerprint THEN
         outcome := 'key_reused';
+    ELSIF rec.claim THEN
+        outcome := 'claimed';
     ELSE
         outcome := 'replay'; status := rec.status; body := rec.body;
     END IF;
