@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import http
-from gateway.auth import MerchantCache
+from gateway.auth import KeyCache
 from gateway.broker import BrokerProbe
 from gateway.edge import Edge
 from gateway.middleware import RequestContext
@@ -38,10 +38,15 @@ def _lifespan(settings: Settings) -> Any:
         try:
             async with open_shards(settings) as shards:
                 edge = Edge(client, settings.idempotency_lock_ms, settings.idempotency_cache_s)
-                merchants = MerchantCache(shards.control)
-                resources = Resources(settings, shards, edge, merchants, amqp)
+                keys = KeyCache(shards.control)
+                keys.start()
+                resources = Resources(settings, shards, edge, keys, amqp)
                 settle_gc()
-                yield {"resources": resources}
+                try:
+                    yield {"resources": resources}
+                finally:
+                    await keys.close()
+                    await edge.close()
         finally:
             await amqp.close()
             await client.aclose()
@@ -63,7 +68,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     return Starlette(
         routes=routes(),
-        middleware=[Middleware(RequestContext, log_requests=settings.log_requests)],
+        middleware=[Middleware(RequestContext, log_requests=settings.log_requests, max_requests=settings.max_requests)],
         exception_handlers={404: _http_error, 405: _http_error},
         lifespan=_lifespan(settings),
     )

@@ -6,16 +6,18 @@ here, EVALSHA by EVALSHA, and goes out through one of redis-py's connections, wh
 replies: redis-py's own pipeline spent about 110 µs of the gateway's CPU per request (its two script calls)
 in Python packing and line-by-line parsing, this about 50 (measured on the benchmark machine).
 
-If Redis is unreachable the edge says so (``None``) quickly instead of waiting on every request: after a failure
-it skips Redis for ``cooldown`` seconds. Idempotency then rests on PostgreSQL alone; rate limiting follows
-``SHARDPAY_RATELIMIT_FAIL_OPEN``.
+If Redis is unreachable or answers an error the edge says so (``None``) quickly instead of waiting on every
+request: after a failure it skips Redis for ``cooldown`` seconds. Idempotency then rests on PostgreSQL alone;
+rate limiting follows ``SHARDPAY_RATELIMIT_FAIL_OPEN``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -23,17 +25,15 @@ import redis.exceptions
 
 import idempotency
 import ratelimit
-from idempotency import Begin, Stored
+from idempotency import Begin, State, Stored
 from shards.batcher import Batcher
 
-REDIS_TRANSIENT: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-    OSError,
-    TimeoutError,
-)
+# Everything that means "Redis cannot do this now": a lost connection or a timeout, and also any error reply
+# (OOM under maxmemory, MISCONF, READONLY after a failover, NOPERM, a script that failed). All take the same
+# path as an outage: fail open or 503 as configured, idempotency resting on PostgreSQL, never a 500.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError, TimeoutError)
+# A reply of the wrong shape (a script answering what it should not) is treated the same way.
+_UNREADABLE: tuple[type[BaseException], ...] = (*REDIS_ERRORS, ValueError, TypeError, IndexError, KeyError)
 
 _WRITE = (
     ratelimit.LUA
@@ -41,11 +41,12 @@ _WRITE = (
     + """
 local rl = gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
 if rl[1] == 0 then return {rl} end
-return {rl, idem_begin(KEYS[2], ARGV[3], tonumber(ARGV[4]))}
+return {rl, idem_begin(KEYS[2], KEYS[3], ARGV[3], tonumber(ARGV[4]))}
 """
 )
 _READ = ratelimit.LUA + "\nreturn gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
 _FINISH = idempotency.LUA + "\nreturn idem_finish(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]))\n"
+_RELEASE = idempotency.LUA + "\nreturn idem_release(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))\n"
 
 
 class Script:
@@ -58,6 +59,7 @@ class Script:
 
 
 Call = tuple[Script, list[str], list[Any]]
+MAX_RELEASES = 512  # locks given back per pipeline
 
 
 def _bulk(value: str | int | bytes) -> bytes:
@@ -123,8 +125,11 @@ class Edge:
         self._cooldown = cooldown
         self._down_until = 0.0
         self._write, self._read, self._finish = Script(_WRITE), Script(_READ), Script(_FINISH)
+        self._release = Script(_RELEASE)
         # No queue limit: every waiting call is a request the gateway already holds.
         self._calls: Batcher[Call, Any] = Batcher(self._many, self._one, None, max_batch=128, queue_limit=None)
+        # Retried more often than the cooldown lasts, so a lock is back before requests use Redis again.
+        self._releases = Releases(self._release_many, lock_ms / 1000, pause=min(0.25, cooldown / 4))
 
     async def _many(self, calls: Sequence[Call]) -> list[Any]:
         return await pipelined(self._client, calls)
@@ -139,35 +144,107 @@ class Edge:
     def available(self) -> bool:
         return time.monotonic() >= self._down_until
 
-    async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+    def _went_down(self) -> None:
+        self._down_until = time.monotonic() + self._cooldown
+
+    async def write(self, bucket: str, rate: int, burst: int, merchant_id: str, key: str) -> tuple[Any, Begin | None]:
+        """(GCRA reply, lock state) for a POST rate-limited in ``bucket``. (None, None): Redis was skipped (it is
+        cooling down after a failure) and holds nothing of this request's. (None, UNKNOWN): the call failed, and
+        it may have taken the lock: ``finish`` gives it back once Redis answers."""
+        token = idempotency.new_token()
+        if not self.available:
+            return None, None
+        keys = [ratelimit.bucket_key(bucket), idempotency.redis_key(merchant_id, key), idempotency.tombstone(token)]
+        try:
+            reply = await self._calls.submit((self._write, keys, [rate, burst, token, self._lock_ms]))
+            begin = Begin.from_reply(reply[1], token) if len(reply) > 1 else None
+            return reply[0], begin
+        except _UNREADABLE:
+            self._went_down()
+            return None, Begin(State.UNKNOWN, token)
+
+    async def read(self, bucket: str, rate: int, burst: int) -> Any:
+        """The GCRA reply for a request rate-limited in ``bucket``, or None if Redis cannot say."""
         if not self.available:
             return None
         try:
-            return await self._calls.submit((script, keys, args))
-        except REDIS_TRANSIENT:
-            self._down_until = time.monotonic() + self._cooldown
+            return await self._calls.submit((self._read, [ratelimit.bucket_key(bucket)], [rate, burst]))
+        except REDIS_ERRORS:
+            self._went_down()
             return None
 
-    async def write(self, merchant_id: str, rate: int, burst: int, key: str) -> tuple[Any, Begin | None]:
-        """(GCRA reply or None, lock state or None) for a POST; None means Redis is unreachable."""
-        token = idempotency.new_token()
-        keys = [ratelimit.bucket_key(merchant_id), idempotency.redis_key(merchant_id, key)]
-        reply = await self._run(self._write, keys, [rate, burst, token, self._lock_ms])
-        if reply is None:
-            return None, None
-        begin = Begin.from_reply(reply[1], token) if len(reply) > 1 else None
-        return reply[0], begin
-
-    async def read(self, merchant_id: str, rate: int, burst: int) -> Any:
-        return await self._run(self._read, [ratelimit.bucket_key(merchant_id)], [rate, burst])
-
-    async def finish(self, merchant_id: str, key: str, token: str, stored: Stored | None) -> None:
-        """Cache the final response (or just release the lock when there is nothing to cache)."""
+    async def finish(self, merchant_id: str, key: str, begin: Begin, stored: Stored | None) -> None:
+        """After a POST: cache its final response, or give its lock back. Never raises, never waits on a Redis
+        that is down: a lock that cannot be given back now (or whose state is unknown) is given back in the
+        background as soon as Redis answers, so a retry of this request is not refused with 409 meanwhile."""
+        redis_key = idempotency.redis_key(merchant_id, key)
+        if begin.state is State.UNKNOWN or not self.available:
+            self._releases.add(redis_key, begin.token)
+            return
+        assert begin.state is State.ACQUIRED, begin
         value = stored.encode() if stored is not None else b""
-        await self._run(self._finish, [idempotency.redis_key(merchant_id, key)], [token, value, self._cache_s])
+        try:
+            await self._calls.submit((self._finish, [redis_key], [begin.token, value, self._cache_s]))
+        except REDIS_ERRORS:
+            self._went_down()
+            self._releases.add(redis_key, begin.token)
+
+    async def _release_many(self, locks: Sequence[tuple[str, str]]) -> list[bool]:
+        calls = [
+            (self._release, [redis_key, idempotency.tombstone(token)], [token, self._lock_ms])
+            for redis_key, token in locks
+        ]
+        return [not isinstance(reply, BaseException) for reply in await pipelined(self._client, calls)]
 
     async def ping(self) -> bool:
         try:
             return bool(await self._client.ping())
-        except REDIS_TRANSIENT:
+        except REDIS_ERRORS:
             return False
+
+    async def close(self) -> None:
+        await self._releases.close()
+
+
+class Releases:
+    """Locks to give back once Redis answers: tried at once, then every ``pause`` seconds, each until its lock
+    would have expired by itself (``lifetime``). A compare-and-delete, so a lock that is no longer this
+    request's (expired, taken by a later request) is left alone; and where the lock is not there, a tombstone for
+    the request's token, so that its own call, should Redis run it late, takes no lock (``idem_release``)."""
+
+    def __init__(
+        self, release: Callable[[Sequence[tuple[str, str]]], Awaitable[list[bool]]], lifetime: float, pause: float
+    ) -> None:
+        self._release = release
+        self._lifetime = lifetime
+        self._pause = pause
+        self._pending: dict[tuple[str, str], float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, redis_key: str, token: str) -> None:
+        self._pending[(redis_key, token)] = time.monotonic() + self._lifetime
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._pending:
+            now = time.monotonic()
+            for lock in [lock for lock, until in self._pending.items() if until <= now]:
+                del self._pending[lock]
+            batch = list(self._pending)[:MAX_RELEASES]
+            if batch:
+                done = await self._release(batch)
+                for lock, released in zip(batch, done, strict=True):
+                    if released:
+                        self._pending.pop(lock, None)
+            if self._pending:
+                await asyncio.sleep(self._pause)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

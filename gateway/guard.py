@@ -2,6 +2,7 @@
 
 A write costs one Redis round trip before the handler (GCRA + lock, or the cached response) and one after
 (cache the final response, or release the lock). The durable guarantee is in the handler's own transaction.
+Everything, authentication included, answers within ``SHARDPAY_REQUEST_TIMEOUT`` (503 with Retry-After past it).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 import idempotency
-from gateway import http
+from gateway import body, http
 from gateway.state import Resources, resources
 from idempotency import Begin, State, Stored
 from ratelimit import Decision
 from shardpay.domain.errors import ApiError
 from shardpay.services.outcome import Caller, Outcome, key_in_use, key_reused
-from shards.control import Merchant
+from shards.keys import ApiKey
 
 Write = Callable[[Resources, Caller, dict[str, Any]], Awaitable[Outcome]]
 Read = Callable[[Resources, Caller, Request], Awaitable[Outcome]]
@@ -30,11 +31,11 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 _LIMITED = ApiError(429, "rate_limit_error", "rate_limited", "Too many requests; slow down and retry later.")
 
 
-def _decision(res: Resources, merchant: Merchant, reply: Any) -> Decision:
+def _decision(res: Resources, key: ApiKey, reply: Any) -> Decision:
     if reply is not None:
-        return Decision.from_reply(reply, merchant.burst)
+        return Decision.from_reply(reply, key.merchant.burst)
     if res.settings.ratelimit_fail_open:
-        return Decision.unlimited(merchant.burst)
+        return Decision.unlimited(key.merchant.burst)
     raise ApiError.unavailable("dependency_unavailable", "Rate limiting is unavailable; retry.")
 
 
@@ -45,17 +46,32 @@ def _headers(outcome: Outcome, decision: Decision) -> dict[str, str]:
     return headers
 
 
-async def _run(res: Resources, call: Awaitable[Outcome]) -> Outcome:
+def deadline(res: Resources) -> float:
+    """The loop time by which the request must have its answer (``SHARDPAY_REQUEST_TIMEOUT`` from now)."""
+    return asyncio.get_running_loop().time() + res.settings.request_timeout
+
+
+async def _run(until: float, call: Awaitable[Outcome]) -> Outcome:
     try:
-        async with asyncio.timeout(res.settings.request_timeout):
+        async with asyncio.timeout_at(until):
             return await call
     except TimeoutError:
         message = "The request timed out; retry with the same key."
         raise ApiError.unavailable("dependency_unavailable", message) from None
 
 
+async def _limited(res: Resources, key: ApiKey) -> Decision:
+    """A request's rate-limit decision alone (reads, and writes refused before they need the lock)."""
+    return _decision(res, key, await res.edge.read(key.id, key.merchant.rate, key.merchant.burst))
+
+
 class WriteEndpoint:
     """A POST route's handler behind authentication, rate limiting and idempotency, as a plain ASGI app.
+
+    In order: the key is authenticated (within the request's deadline); the body is read (bounded in size and
+    time) and parsed, before anything is taken in Redis, so a slow or hostile body holds no lock and no rate
+    token; then one Redis round trip takes a rate token and the key's lock (or finds its cached response); the
+    handler runs within what is left of the deadline; and the lock is given back or the response cached.
 
     Starlette's Route calls an ASGI app as it is: no Request to build, no Response object, no exception wrapper
     of its own (errors are answered here, and anything else reaches RequestContext's 500 guard). Every POST
@@ -74,21 +90,36 @@ class WriteEndpoint:
         scope[http.ROUTE] = self.path
         res: Resources = scope["state"]["resources"]
         rid: str = scope[http.REQUEST_ID]
-        merchant = await res.merchants.authenticate(http.header(scope, b"authorization"))
-        scope[http.MERCHANT] = merchant.id
-        key = http.header(scope, b"idempotency-key")
-        if not idempotency.valid_key(key):
-            decision = _decision(res, merchant, await res.edge.read(merchant.id, merchant.rate, merchant.burst))
-            await http.send_error(send, _bad_key(key), rid, decision.headers())
-            return
-        assert key is not None
-        reply, begin = await res.edge.write(merchant.id, merchant.rate, merchant.burst, key)
-        decision = _decision(res, merchant, reply)
+        until = deadline(res)
+        key = await res.keys.authenticate(http.header(scope, b"authorization"), until)
+        scope[http.MERCHANT] = key.merchant.id
+        raw = await body.read(receive, min(res.settings.body_timeout, until - asyncio.get_running_loop().time()))
+        idem = http.header(scope, b"idempotency-key")
         try:
-            outcome = await _write(res, scope, receive, merchant, key, begin, decision, self.handler)
+            if not idempotency.valid_key(idem):
+                raise _bad_key(idem)
+            params = body.parse(raw)
         except ApiError as error:
-            await http.send_error(send, error, rid, decision.headers())
+            await http.send_error(send, error, rid, (await _limited(res, key)).headers())
             return
+        assert idem is not None
+        caller = Caller(key.merchant.id, rid, idem, idempotency.fingerprint("POST", scope["path"], params))
+        reply, begin = await res.edge.write(key.id, key.merchant.rate, key.merchant.burst, key.merchant.id, idem)
+        headers: dict[str, str] = {}
+        outcome: Outcome | None = None
+        try:
+            decision = _decision(res, key, reply)
+            headers = decision.headers()
+            outcome = await _write(res, caller, params, begin, decision, until, self.handler)
+        except ApiError as error:
+            await http.send_error(send, error, rid, headers)
+            return
+        finally:
+            if begin is not None and begin.state in (State.ACQUIRED, State.UNKNOWN):
+                # Whatever happened (bad parameters, cancelled, timed out): the lock is given back or the response
+                # cached, or the key would answer 409 until the lock expired.
+                await res.edge.finish(caller.merchant_id, caller.key, begin, _stored(caller, outcome))
+        assert outcome is not None
         await http.send_json(send, outcome.status, outcome.body, _headers(outcome, decision))
 
 
@@ -97,29 +128,16 @@ def write(handler: Write) -> WriteEndpoint:
 
 
 async def _write(
-    res: Resources, scope: Scope, receive: Receive, merchant: Merchant, key: str, begin: Begin | None,
-    decision: Decision, handler: Write,
+    res: Resources, caller: Caller, params: dict[str, Any], begin: Begin | None, decision: Decision, until: float,
+    handler: Write,
 ) -> Outcome:  # fmt: skip
     if not decision.allowed:
         raise dataclasses.replace(_LIMITED, headers=decision.headers())
-    caller: Caller | None = None
-    outcome: Outcome | None = None
-    try:
-        params = await http.read_json(receive)
-        fingerprint = idempotency.fingerprint("POST", scope["path"], params)
-        caller = Caller(merchant.id, scope[http.REQUEST_ID], key, fingerprint)
-        if begin is not None and begin.state is State.CACHED:
-            return _replay(caller, begin)
-        if begin is not None and begin.state is State.LOCKED:
-            raise key_in_use()
-        outcome = await _run(res, handler(res, caller, params))
-        return outcome
-    finally:
-        if begin is not None and begin.state is State.ACQUIRED:
-            # Whatever happened (bad body, client gone, cancelled): the lock is released, or the key would
-            # answer 409 until it expired. No shield needed: the edge queues the call for its next pipeline
-            # before it awaits anything, and a queued call goes out even if its caller stops waiting.
-            await _finish(res, merchant.id, key, begin, caller, outcome)
+    if begin is not None and begin.state is State.CACHED:
+        return _replay(caller, begin)
+    if begin is not None and begin.state is State.LOCKED:
+        raise key_in_use()
+    return await _run(until, handler(res, caller, params))
 
 
 def _replay(caller: Caller, begin: Begin) -> Outcome:
@@ -129,12 +147,11 @@ def _replay(caller: Caller, begin: Begin) -> Outcome:
     return Outcome(begin.stored.status, begin.stored.body, stored=True, replayed=True)
 
 
-async def _finish(
-    res: Resources, merchant_id: str, key: str, begin: Begin, caller: Caller | None, outcome: Outcome | None
-) -> None:
-    cache = caller is not None and outcome is not None and outcome.stored and outcome.final and not outcome.replayed
-    stored = Stored(caller.print, outcome.status, outcome.body) if cache and caller and outcome else None
-    await res.edge.finish(merchant_id, key, begin.token, stored)
+def _stored(caller: Caller, outcome: Outcome | None) -> Stored | None:
+    """What Redis may cache for this key: a final response that the shard's durable record holds."""
+    if outcome is None or not outcome.stored or not outcome.final or outcome.replayed:
+        return None
+    return Stored(caller.print, outcome.status, outcome.body)
 
 
 def _bad_key(key: str | None) -> ApiError:
@@ -147,15 +164,18 @@ def _bad_key(key: str | None) -> ApiError:
 def read(handler: Read) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         res = resources(request)
-        merchant = await res.merchants.authenticate(request.headers.get("authorization"))
-        request.scope[http.MERCHANT] = merchant.id
-        decision = _decision(res, merchant, await res.edge.read(merchant.id, merchant.rate, merchant.burst))
+        until = deadline(res)
+        key = await res.keys.authenticate(request.headers.get("authorization"), until)
+        request.scope[http.MERCHANT] = key.merchant.id
+        headers: dict[str, str] = {}
         try:
+            decision = await _limited(res, key)
+            headers = decision.headers()
             if not decision.allowed:
-                raise dataclasses.replace(_LIMITED, headers=decision.headers())
-            outcome = await _run(res, handler(res, Caller(merchant.id, http.request_id(request)), request))
+                raise dataclasses.replace(_LIMITED, headers=headers)
+            outcome = await _run(until, handler(res, Caller(key.merchant.id, http.request_id(request)), request))
         except ApiError as error:
-            return http.error_response(error, http.request_id(request), decision.headers())
+            return http.error_response(error, http.request_id(request), headers)
         return http.json_response(outcome.status, outcome.body, _headers(outcome, decision))
 
     return endpoint

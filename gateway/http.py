@@ -1,13 +1,11 @@
-"""JSON in and out: reading a capped body, rendering responses and errors."""
+"""JSON out: responses and errors, straight to ASGI or as Starlette responses (bodies in: ``gateway.body``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from shardpay.domain.errors import ApiError
 
@@ -23,33 +21,6 @@ def too_large() -> ApiError:
 
 def invalid_json(message: str) -> ApiError:
     return ApiError.invalid(None, message, code="invalid_json")
-
-
-async def read_json(receive: Receive) -> dict[str, Any]:
-    """The body as a JSON object; an empty body is ``{}``. Reads at most ``MAX_BODY`` bytes, whatever is declared."""
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise too_large()
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        return {}
-    try:
-        params = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_json(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(params, dict):
-        raise invalid_json("The request body must be a JSON object.")
-    return params
 
 
 def request_id(request: Request) -> str:

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids, the body cap, one log line and metrics per request, and the 500 guard."""
+"""Pure ASGI middleware: request ids, the cap on requests in flight, the body cap, one log line and metrics per
+request, and the 500 guard."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import http, metrics
 from gateway.logs import log
 from shardpay.domain.errors import ApiError
+
+# Past ``max_requests`` in flight in this worker (SHARDPAY_MAX_REQUESTS), a request is answered at once rather than
+# queued behind the others: memory stays bounded, and the client retries with its key. /healthz is still answered
+# (the process is alive, only busy); /readyz is not, so a load balancer sends the traffic elsewhere.
+_BUSY = ApiError.unavailable("server_overloaded", "The server is at capacity; retry with the same key.")
 
 
 def _request_id(scope: Scope) -> str:
@@ -35,9 +41,11 @@ class RequestContext:
     """Outermost layer: every response gets ``X-Request-Id``; an ``ApiError`` that escaped becomes its JSON
     error; anything else is a bug, logged with its traceback and answered 500."""
 
-    def __init__(self, app: ASGIApp, log_requests: bool = True) -> None:
+    def __init__(self, app: ASGIApp, log_requests: bool = True, max_requests: int | None = None) -> None:
         self.app = app
         self.log_requests = log_requests
+        self.max_requests = max_requests
+        self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,7 +64,10 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
+        self.inflight += 1
         try:
+            if self.max_requests is not None and self.inflight > self.max_requests and scope["path"] != "/healthz":
+                raise _BUSY
             length = _declared_length(scope)
             if length is not None and length > http.MAX_BODY:
                 raise http.too_large()
@@ -72,6 +83,7 @@ class RequestContext:
                 body = ApiError(500, "api_error", "internal_error", "An internal error occurred.").body(rid)
                 await http.json_response(500, orjson.dumps(body))(scope, receive, tagged)
         finally:
+            self.inflight -= 1
             self._record(scope, rid, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, rid: str, status: int, seconds: float) -> None:

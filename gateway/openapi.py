@@ -37,13 +37,15 @@ ERRORS: dict[int, tuple[str, tuple[str, ...], str]] = {
     401: ("authentication_error", ("api_key_invalid",), "The bearer API key is missing or unknown."),
     402: ("payment_error", ("insufficient_funds",), "The source's available balance is too low; nothing moved."),
     404: ("invalid_request_error", ("resource_missing",), "No such object for this merchant."),
+    408: ("invalid_request_error", ("request_timeout",),
+          "The body did not arrive within SHARDPAY_BODY_TIMEOUT; nothing was done, and the connection is closed."),
     409: ("idempotency_error", ("idempotency_key_in_use",), "A request with this key is still running."),
     413: ("invalid_request_error", ("body_too_large",), f"The body is over {MAX_BODY} bytes."),
     422: ("idempotency_error", ("idempotency_key_reused",), "This key was used with different parameters."),
     429: ("rate_limit_error", ("rate_limited",), "The API key's rate limit is exhausted."),
     503: (
         "api_error",
-        ("shard_unavailable", "shard_overloaded", "dependency_unavailable"),
+        ("shard_unavailable", "shard_overloaded", "server_overloaded", "dependency_unavailable"),
         "A dependency is down or at capacity; retry later with the same key.",
     ),
 }  # fmt: skip
@@ -82,11 +84,11 @@ def _headers(required: Iterable[str], optional: Iterable[str] = ()) -> Schema:
 
 
 def _error_headers(status: int, write: bool) -> Schema:
-    """Rate-limit headers come with every answer after the limiter ran: not a 401 (it runs after auth), nor a 413
-    or 503 that the edge gave before it (an oversized declared body, a down control database or limiter)."""
+    """Rate-limit headers come with every answer after the limiter ran: not a 401 (it runs after auth), nor a 408,
+    413 or 503 that the edge gave before it (a slow or oversized body, a down control database or limiter)."""
     if status == 401:
         return _headers(["X-Request-Id"])
-    if status in (413, 503):
+    if status in (408, 413, 503):
         return _headers(["X-Request-Id", *(["Retry-After"] if status == 503 else [])], RATE)
     required = ["X-Request-Id", *RATE, *(["Retry-After"] if status == 429 else [])]
     optional = ["Retry-After"] if status == 409 else ["Idempotent-Replayed"] if status == 402 and write else []
@@ -106,7 +108,8 @@ def _success_response(description: str, schema: str, write: bool) -> Schema:
 
 @dataclass(frozen=True)
 class Operation:
-    """One authenticated /v1 operation; writes (those with a body) are idempotent and may answer 400/409/413/422."""
+    """One authenticated /v1 operation; writes (those with a body) are idempotent and may answer
+    400/408/409/413/422."""
 
     method: str
     path: str
@@ -120,7 +123,7 @@ class Operation:
 
     def render(self) -> Schema:
         write = self.body is not None
-        errors = {401, 429, 503, *self.errors, *((400, 409, 413, 422) if write else ())}
+        errors = {401, 429, 503, *self.errors, *((400, 408, 409, 413, 422) if write else ())}
         responses = {str(self.status): _success_response(self.summary, self.schema, write)}
         responses.update({str(status): _error_response(status, write) for status in sorted(errors)})
         parameters = [*self.parameters, _ref("parameters", "RequestId")]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from gateway.auth import MerchantCache
+from gateway.auth import KeyCache
 from gateway.broker import BrokerProbe
 from gateway.edge import Edge
 from shardpay.config import Settings
@@ -18,7 +18,7 @@ class Resources:
     settings: Settings
     shards: Shards
     edge: Edge
-    merchants: MerchantCache
+    keys: KeyCache
     amqp: BrokerProbe  # only /readyz looks at it
 
 

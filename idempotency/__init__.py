@@ -25,7 +25,11 @@ class State(Enum):
     ACQUIRED = "acquired"
     LOCKED = "locked"
     CACHED = "cached"
-    UNAVAILABLE = "unavailable"  # Redis is down: PostgreSQL alone decides
+    # The call failed (a timeout, an error reply): it may or may not have taken the lock. PostgreSQL alone decides
+    # this request, and the lock is given back afterwards in case it was taken.
+    UNKNOWN = "unknown"
+    # The request's own call ran after the request gave up on it (a tombstone says so): nobody is waiting.
+    GONE = "gone"
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,11 @@ def new_token() -> str:
 
 def redis_key(merchant_id: str, key: str) -> str:
     return f"idem:{merchant_id}:{key}"
+
+
+def tombstone(token: str) -> str:
+    """Where a request that gave up on Redis leaves word, so that its late call takes no lock."""
+    return f"idem-gone:{token}"
 
 
 def valid_key(key: str | None) -> bool:

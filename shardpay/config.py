@@ -93,6 +93,10 @@ class Settings:
     idempotency_lock_ms: int = 30_000
     idempotency_cache_s: int = 600
     request_timeout: float = 10.0
+    body_timeout: float = 5.0
+    header_timeout: float = 10.0
+    max_connections: int = 4096
+    max_requests: int = 2048
     saga_inline_timeout: float = 1.0
     saga_recovery_after: float = 5.0
     saga_abort_after: float = 300.0
@@ -131,6 +135,10 @@ class Settings:
             idempotency_lock_ms=env_int(e, "IDEMPOTENCY_LOCK_MS", 30_000, minimum=100),
             idempotency_cache_s=env_int(e, "IDEMPOTENCY_CACHE_S", 600, minimum=1),
             request_timeout=env_float(e, "REQUEST_TIMEOUT", 10.0),
+            body_timeout=env_float(e, "BODY_TIMEOUT", 5.0),
+            header_timeout=env_float(e, "HEADER_TIMEOUT", 10.0),
+            max_connections=env_int(e, "MAX_CONNECTIONS", 4096, minimum=1),
+            max_requests=env_int(e, "MAX_REQUESTS", 2048, minimum=1),
             saga_inline_timeout=env_float(e, "SAGA_INLINE_TIMEOUT", 1.0),
             saga_recovery_after=env_float(e, "SAGA_RECOVERY_AFTER", 5.0),
             saga_abort_after=env_float(e, "SAGA_ABORT_AFTER", 300.0),

@@ -50,6 +50,7 @@ async def _create(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         "id": created.merchant.id,
         "name": created.merchant.name,
         "api_key": created.api_key,
+        "api_key_id": created.key_id,
         "webhook_secret": created.webhook_secret,
         "rate": rate,
         "burst": burst,

@@ -32,11 +32,13 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> dict[str, An
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
+    from gateway.server import HTTP_PROTOCOL
+
     if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="shardpay-metrics-")
     uvicorn.run(
         "gateway.app:create_app", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
-        loop="uvloop", http="httptools", access_log=False, lifespan="on", timeout_graceful_shutdown=10,
+        loop="uvloop", http=HTTP_PROTOCOL, access_log=False, lifespan="on", timeout_graceful_shutdown=10,
         proxy_headers=False,  # nothing reads the client's address; one ASGI layer less per request
     )  # fmt: skip
 
