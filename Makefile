@@ -21,8 +21,13 @@ services:
 migrate: install services
 	$(BIN)/shardpay migrate
 
+# A local stack's webhooks go to local receivers (the README's walk-through uses 127.0.0.1:9000), so unless the
+# caller set SHARDPAY_WEBHOOK_ALLOW_PRIVATE, run allows loopback and private targets, and says so.
 run: install services
-	$(BIN)/shardpay run
+	@if [ -z "$${SHARDPAY_WEBHOOK_ALLOW_PRIVATE+set}" ]; then \
+		echo "make run: SHARDPAY_WEBHOOK_ALLOW_PRIVATE=true (webhooks may reach loopback and private addresses; set it to false to refuse them)"; \
+	fi
+	SHARDPAY_WEBHOOK_ALLOW_PRIVATE=$${SHARDPAY_WEBHOOK_ALLOW_PRIVATE-true} $(BIN)/shardpay run
 
 lint: install
 	$(BIN)/ruff check .

@@ -98,7 +98,7 @@ async def _session(
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         await channel.set_qos(prefetch_count=spec.prefetch)
-        await topology.declare(channel, settings.webhook_backoff)
+        await topology.declare(channel, topology.delays(settings))
         queue = await channel.get_queue(spec.queue, ensure=False)
         inflight, tally = Inflight(), Tally(spec)
         batcher = _batcher(spec, handler, channel)

@@ -6,6 +6,13 @@ the delivery rows); its POSTs go concurrently. A failed POST is parked in a dela
 from ``settings.webhook_backoff``), and after the last attempt moved to ``shardpay.notifications.dead``; in
 both cases the original is acked only after the broker confirmed the copy.
 
+Merchants are isolated (``events.lanes``): each has its own connection pool and at most
+``settings.webhook_concurrency`` POSTs at once. An event whose merchant has no slot free within ``SLOT_WAIT``
+is deferred: parked in the deferral's delay queue (one webhook timeout) with its attempt unchanged, acked once
+the broker confirmed the copy, like a retry. So a merchant whose endpoint hangs holds a few of the consumer's
+messages for at most the webhook timeout, and everybody else's events, in the same batch or the next ones, go
+on time. Connections go only to allowed addresses (``events.egress``, ``events.addresses``).
+
 An event of a merchant with no webhook URL is acked and leaves no row: there is nothing to deliver, so nothing
 to make idempotent, and a 'skipped' row per event was a control-database write for every transfer.
 """
@@ -13,24 +20,32 @@ to make idempotent, and a 'skipped' row per event was a control-database write f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
-import httpx
 from aio_pika.abc import AbstractChannel
 
-from events import db, deliveries, retry, topology, webhook
+from events import db, deliveries, egress, retry, topology, webhook
 from events.consumer import ConsumerSpec, Incoming, Outcome, run_consumer
 from events.deliveries import Delivery
+from events.lanes import Lanes
 from events.logs import emit
 from shardpay.config import Settings
 
-# Several batches at once, so one merchant's slow endpoint (up to the webhook timeout) does not hold up the rest.
-NOTIFICATIONS = ConsumerSpec(name="notifications", queue=topology.NOTIFICATIONS, prefetch=16, batches_in_flight=4)
-MAX_CONNECTIONS = 128  # concurrent webhook POSTs
+# As many batches in flight as messages prefetched: a message never waits for a batch that another one holds
+# while one of its POSTs runs to the timeout. The window is wide enough that the few messages a hung merchant
+# holds (events.lanes) leave most of it to everybody else.
+NOTIFICATIONS = ConsumerSpec(name="notifications", queue=topology.NOTIFICATIONS, prefetch=64, batches_in_flight=64)
+# Seconds an event waits for a slot of its merchant before it is deferred. A healthy endpoint answers in well
+# under a second, so a burst above a merchant's cap mostly waits here rather than taking a trip through the
+# delay queue; a merchant that is not keeping up costs each of its waiting events' messages at most this long.
+SLOT_WAIT = 1.0
+REPORT_EVERY = 10.0  # seconds between two "webhook.deferred" lines for a merchant
 
 
 @dataclass
@@ -38,8 +53,11 @@ class Notifier:
     """The handler for a batch of the notifications queue."""
 
     control: asyncpg.Pool
+    lanes: Lanes
     sender: webhook.Sender
     backoff: tuple[float, ...]
+    deferral: float  # seconds a deferred event waits (topology.deferral)
+    deferred: Deferrals = field(default_factory=lambda: Deferrals())
 
     async def __call__(self, batch: Sequence[Incoming], channel: AbstractChannel) -> list[Outcome]:
         targets = await deliveries.targets_of(self.control, (item.event.merchant for item in batch))
@@ -61,8 +79,16 @@ class Notifier:
         await deliveries.record(self.control, [d for d in done if isinstance(d, Delivery)])
         return [d if isinstance(d, BaseException) else None for d in done]
 
-    async def _send(self, item: Incoming, target: webhook.Target, channel: AbstractChannel) -> Delivery:
-        result = await self.sender.post(target, item.body, int(time.time()))
+    async def _send(self, item: Incoming, target: webhook.Target, channel: AbstractChannel) -> Delivery | None:
+        async with self.lanes.slot(item.event.merchant, SLOT_WAIT) as client:
+            if client is None:
+                await retry.defer(channel, item.message, item.body, item.event, self.deferral)
+                self.deferred.add(item.event.merchant)
+                return None  # not an attempt: no row, and the same attempt number next time
+            result = await self.sender.post(client, target, item.body, int(time.time()))
+        return await self._settle(item, result, channel)
+
+    async def _settle(self, item: Incoming, result: webhook.Result, channel: AbstractChannel) -> Delivery:
         attempt = retry.attempt_of(item.message)
         if result.ok:
             # Not logged: the deliveries table is the record, and a line per webhook would drown the failures.
@@ -72,26 +98,59 @@ class Notifier:
             queue = await retry.bury(channel, item.message, item.body, item.event, result)
         else:
             queue = await retry.schedule(channel, item.message, item.body, item.event, delay)
+        refused = {"detail": result.detail} if result.detail else {}  # which addresses, and why
         emit(
             "webhook.failed", event_id=item.event.id, merchant=item.event.merchant, attempt=attempt,
-            status=result.status, error=result.error, next=queue,
+            status=result.status, error=result.error, next=queue, **refused,
         )  # fmt: skip
         return Delivery(item.event, "retrying" if delay is not None else "dead", attempt, result)
+
+
+class Deferrals:
+    """Deferred events per merchant, one log line per merchant: at the first, then every ``REPORT_EVERY`` s."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._due = 0.0
+
+    def add(self, merchant: str) -> None:
+        self._counts[merchant] += 1
+        if time.monotonic() >= self._due:
+            self.flush()
+
+    def flush(self) -> None:
+        for merchant, count in self._counts.items():
+            emit("webhook.deferred", merchant=merchant, count=count, reason="no free slot")
+        self._counts.clear()
+        self._due = time.monotonic() + REPORT_EVERY
 
 
 async def _nothing() -> None:
     return None
 
 
+@contextlib.asynccontextmanager
+async def open_notifier(settings: Settings, control: asyncpg.Pool) -> AsyncIterator[Notifier]:
+    """A notifier with a lane per merchant, every lane closed on exit."""
+    tls = egress.tls_context()
+    allow, timeout = settings.webhook_allow_private, settings.webhook_timeout
+    lanes = Lanes(settings.webhook_concurrency, lambda cap: egress.open_client(allow, cap, timeout, tls))
+    sender = webhook.Sender(timeout)
+    notifier = Notifier(control, lanes, sender, settings.webhook_backoff, topology.deferral(timeout))
+    try:
+        yield notifier
+    finally:
+        notifier.deferred.flush()
+        await asyncio.shield(lanes.aclose())
+
+
 async def run_notifications(settings: Settings, stop: asyncio.Event) -> None:
     """Deliver merchant webhooks until ``stop`` is set."""
-    spec = dataclasses.replace(NOTIFICATIONS, grace=min(NOTIFICATIONS.grace, settings.webhook_timeout + 2))
+    grace = min(NOTIFICATIONS.grace, SLOT_WAIT + settings.webhook_timeout + 2)
+    spec = dataclasses.replace(NOTIFICATIONS, grace=grace)
     control = await db.lazy_pool(settings.control_dsn, settings, max_size=8)
-    limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=32)
     try:
-        async with httpx.AsyncClient(timeout=settings.webhook_timeout, limits=limits) as client:
-            sender = webhook.Sender(client, settings.webhook_timeout)
-            notifier = Notifier(control, sender, settings.webhook_backoff)
+        async with open_notifier(settings, control) as notifier:
             await run_consumer(settings, spec, notifier, stop)
     finally:
         await asyncio.shield(control.close())

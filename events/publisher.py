@@ -25,9 +25,10 @@ class PublishFailed(Exception):
 class Publisher:
     """Publishes batches with publisher confirms, ``mandatory=True``, and returned messages raised as errors."""
 
-    def __init__(self, url: str, backoff: Iterable[float], timeout: float = PUBLISH_TIMEOUT) -> None:
+    def __init__(self, url: str, delays: Iterable[float], timeout: float = PUBLISH_TIMEOUT) -> None:
+        """``delays``: the delay queues to declare with the topology (``topology.delays``)."""
         self._url = url
-        self._backoff = tuple(backoff)
+        self._delays = tuple(delays)
         self._timeout = timeout
         self._lock = asyncio.Lock()
         self._connection: AbstractConnection | None = None
@@ -69,7 +70,7 @@ class Publisher:
         connection = await broker.connect(self._url)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            self._exchange = await topology.declare(channel, self._backoff)
+            self._exchange = await topology.declare(channel, self._delays)
         except BaseException:
             await broker.close_quietly(connection)
             raise

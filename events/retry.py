@@ -2,6 +2,7 @@
 
 Attempt n (1-based) is the n-th POST. After a failed attempt n <= len(backoff) the message waits
 ``backoff[n-1]`` seconds in that step's delay queue; after the last one it goes to the dead-letter queue.
+An event deferred because its merchant had no free slot (``defer``) was not POSTed: it keeps its attempt.
 """
 
 from __future__ import annotations
@@ -35,11 +36,24 @@ def delay_after(attempt: int, backoff: Sequence[float]) -> float | None:
 async def schedule(
     channel: AbstractChannel, message: AbstractIncomingMessage, body: bytes, event: Event, delay: float
 ) -> str:
-    """Park the event (``body``, from ``message``) in the delay queue for ``delay``; returns once confirmed."""
+    """Park the event (``body``, from ``message``) in the delay queue for ``delay``, as its next attempt;
+    returns once confirmed."""
+    return await _park(channel, message, body, event, delay, attempt_of(message) + 1)
+
+
+async def defer(
+    channel: AbstractChannel, message: AbstractIncomingMessage, body: bytes, event: Event, delay: float
+) -> str:
+    """Park the event for ``delay`` without spending an attempt (it was never POSTed); returns once confirmed."""
+    return await _park(channel, message, body, event, delay, attempt_of(message))
+
+
+async def _park(
+    channel: AbstractChannel, message: AbstractIncomingMessage, body: bytes, event: Event, delay: float, attempt: int
+) -> str:
     queue = topology.delay_queue(delay)
     expiration = delay * random.uniform(1 - JITTER, 1.0)
-    headers = {ATTEMPT_HEADER: attempt_of(message) + 1}
-    await _publish(channel, queue, _copy(message, body, event, headers, expiration))
+    await _publish(channel, queue, _copy(message, body, event, {ATTEMPT_HEADER: attempt}, expiration))
     return queue
 
 

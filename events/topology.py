@@ -1,8 +1,9 @@
 """Exchange and queue names, and their idempotent declaration (every process declares at start-up).
 
-Webhook retries wait in one delay queue per backoff step: a queue-wide ``x-message-ttl`` keeps each queue
-first-in first-out, so no message ever waits behind a longer-lived one; on expiry the broker dead-letters
-the message straight back to the notifications queue through the default exchange.
+Webhook retries wait in one delay queue per backoff step, and an event whose merchant had no free slot waits
+in the deferral's (one webhook timeout): a queue-wide ``x-message-ttl`` keeps each queue first-in first-out,
+so no message ever waits behind a longer-lived one; on expiry the broker dead-letters the message straight
+back to the notifications queue through the default exchange.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Iterable
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from pamqp.common import FieldTable
+
+from shardpay.config import Settings
 
 EXCHANGE = "shardpay.events"
 NOTIFICATIONS = "shardpay.notifications"
@@ -28,20 +31,32 @@ def delay_queue(seconds: float) -> str:
     return f"{NOTIFICATIONS}.delay.{_ms(seconds)}"
 
 
-def queue_names(backoff: Iterable[float]) -> list[str]:
+def deferral(webhook_timeout: float) -> float:
+    """How long an event whose merchant was at its cap waits before it is tried again: one webhook timeout, by
+    when every POST holding one of that merchant's slots has ended (and no less than a second)."""
+    return max(1.0, webhook_timeout)
+
+
+def delays(settings: Settings) -> list[float]:
+    """Every delay queue's wait: the backoff steps and the deferral."""
+    return sorted({*settings.webhook_backoff, deferral(settings.webhook_timeout)})
+
+
+def queue_names(delays: Iterable[float]) -> list[str]:
     """Every queue ``declare`` creates, for operators and tests."""
-    delays = [delay_queue(s) for s in sorted(set(backoff))]
-    return [*CONSUMED, *(dead_queue(q) for q in CONSUMED), *delays]
+    waits = [delay_queue(s) for s in sorted(set(delays))]
+    return [*CONSUMED, *(dead_queue(q) for q in CONSUMED), *waits]
 
 
-async def declare(channel: AbstractChannel, backoff: Iterable[float]) -> AbstractExchange:
-    """Declare the exchange and every queue; safe to repeat with the same settings."""
+async def declare(channel: AbstractChannel, delays: Iterable[float]) -> AbstractExchange:
+    """Declare the exchange and every queue (a delay queue per wait in ``delays``, see ``delays()``); safe to
+    repeat with the same settings."""
     exchange = await channel.declare_exchange(EXCHANGE, ExchangeType.TOPIC, durable=True)
     for name in CONSUMED:
         await channel.declare_queue(dead_queue(name), durable=True)
         queue = await channel.declare_queue(name, durable=True, arguments=_dead_letter(dead_queue(name)))
         await queue.bind(exchange, "#")
-    for seconds in sorted(set(backoff)):
+    for seconds in sorted(set(delays)):
         arguments: FieldTable = {"x-message-ttl": _ms(seconds), **_dead_letter(NOTIFICATIONS)}
         await channel.declare_queue(delay_queue(seconds), durable=True, arguments=arguments)
     return exchange

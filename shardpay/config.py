@@ -102,6 +102,8 @@ class Settings:
     saga_abort_after: float = 300.0
     webhook_backoff: tuple[float, ...] = field(default_factory=lambda: _floats({}, "X", DEFAULT_WEBHOOK_BACKOFF))
     webhook_timeout: float = 5.0
+    webhook_concurrency: int = 4
+    webhook_allow_private: bool = False
     relay_linger: float = 0.2
     tick_linger: float = 0.01
     log_requests: bool = True
@@ -144,6 +146,8 @@ class Settings:
             saga_abort_after=env_float(e, "SAGA_ABORT_AFTER", 300.0),
             webhook_backoff=_floats(e, "WEBHOOK_BACKOFF", DEFAULT_WEBHOOK_BACKOFF),
             webhook_timeout=env_float(e, "WEBHOOK_TIMEOUT", 5.0),
+            webhook_concurrency=env_int(e, "WEBHOOK_CONCURRENCY", 4, minimum=1),
+            webhook_allow_private=_bool(e, "WEBHOOK_ALLOW_PRIVATE", False),
             relay_linger=env_float(e, "RELAY_LINGER", 0.2),
             tick_linger=env_float(e, "TICK_LINGER", 0.01),
             log_requests=_bool(e, "LOG_REQUESTS", True),

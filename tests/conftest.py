@@ -53,6 +53,8 @@ def stack_env(**overrides: str) -> dict[str, str]:
         "SHARDPAY_LOG_REQUESTS": "false",
         "SHARDPAY_DEFAULT_RATE": "100000",
         "SHARDPAY_DEFAULT_BURST": "100000",
+        # Test webhook receivers listen on 127.0.0.1, as a local stack's do (make run sets it too).
+        "SHARDPAY_WEBHOOK_ALLOW_PRIVATE": "true",
     }
     env.update(overrides)
     return env

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 
+from events import addresses
 from shardpay.commands.base import CliError, add
 from shardpay.config import Settings
 from shards.control import create_merchant
@@ -25,10 +27,6 @@ def register(sub: Any) -> None:
 def _check(args: argparse.Namespace, settings: Settings) -> tuple[int, int]:
     if not args.name.strip():
         raise CliError("--name must not be empty")
-    if args.webhook_url is not None:
-        parts = urlsplit(args.webhook_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise CliError(f"--webhook-url must be an http(s) URL, got {args.webhook_url!r}")
     rate = settings.default_rate if args.rate is None else args.rate
     burst = settings.default_burst if args.burst is None else args.burst
     if rate < 1 or burst < 1:
@@ -36,8 +34,41 @@ def _check(args: argparse.Namespace, settings: Settings) -> tuple[int, int]:
     return rate, burst
 
 
+async def _check_webhook(url: str, settings: Settings) -> str | None:
+    """Refuse a URL whose host is, or resolves to, an address webhooks may not reach (the rule every delivery
+    applies again, to the address it connects to); a warning if the host does not resolve now.
+
+    A name that does not resolve is accepted: deliveries judge the address at each connection, so it opens
+    nothing, and refusing it would turn away a merchant whose DNS is not live yet (or a resolver's bad moment).
+    """
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise CliError(f"--webhook-url must be an http(s) URL, got {url!r}")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        async with asyncio.timeout(settings.webhook_timeout):
+            found = await addresses.resolve(parsed.host, port)
+    except (OSError, TimeoutError):
+        return f"{parsed.host} does not resolve now; every delivery resolves it and checks the address"
+    _, refused = addresses.screen(found, settings.webhook_allow_private)
+    if refused:
+        why = "; ".join(_explain(parsed.host, refusal) for refusal in refused)
+        raise CliError(f"--webhook-url {url!r} is refused: {why}")
+    return None
+
+
+def _explain(host: str, refusal: addresses.Refusal) -> str:
+    if refusal.address == host:
+        return str(refusal)
+    return f"{host} resolves to {refusal.address}, which is {refusal.why}"
+
+
 async def _create(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     rate, burst = _check(args, settings)
+    warning = None if args.webhook_url is None else await _check_webhook(args.webhook_url, settings)
     try:
         conn = await asyncpg.connect(settings.control_dsn, timeout=settings.db_timeout)
     except (OSError, asyncpg.PostgresError) as exc:
@@ -55,4 +86,5 @@ async def _create(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         "rate": rate,
         "burst": burst,
         "webhook_url": args.webhook_url,
+        **({"webhook_warning": warning} if warning else {}),
     }

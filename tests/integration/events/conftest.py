@@ -94,7 +94,7 @@ async def clean(
     for pool in shard_pools:
         await pool.execute("TRUNCATE outbox")
     await control.execute("TRUNCATE webhook_deliveries, analytics_minute, analytics_processed, api_keys, merchants")
-    for name in topology.queue_names(settings.webhook_backoff):
+    for name in topology.queue_names(topology.delays(settings)):
         await channel.queue_delete(name)
 
 

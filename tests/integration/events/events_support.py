@@ -7,6 +7,7 @@ import contextlib
 import os
 import random
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ ENV = {
     "SHARDPAY_WEBHOOK_BACKOFF": "0.2,0.4,0.8",
     "SHARDPAY_WEBHOOK_TIMEOUT": "2",
     "SHARDPAY_DB_TIMEOUT": "5",
+    # The receivers listen on 127.0.0.1; tests of the refusal set it false themselves.
+    "SHARDPAY_WEBHOOK_ALLOW_PRIVATE": "true",
 }
 
 
@@ -163,16 +166,18 @@ class WebhookReceiver:
 
     fail_first: int = 0
     always_fail: bool = False
+    redirect_to: str | None = None  # answer every request 307 to there
+    tls: ssl.SSLContext | None = None  # serve HTTPS with it
     received: list[Received] = field(default_factory=list)
     port: int = 0
     _server: asyncio.Server | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/hooks"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -185,6 +190,8 @@ class WebhookReceiver:
         return [orjson.loads(r.body)["id"] for r in self.received if status is None or r.status == status]
 
     def _status(self) -> int:
+        if self.redirect_to is not None:
+            return 307
         failing = self.always_fail or self.fail_first > 0
         self.fail_first = max(0, self.fail_first - 1)
         return 500 if failing else 200
@@ -194,8 +201,47 @@ class WebhookReceiver:
             while request := await _read_request(reader):
                 status = self._status()
                 self.received.append(Received(request[0], request[1], status, time.time()))
-                writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok".encode())
+                location = f"Location: {self.redirect_to}\r\n" if self.redirect_to else ""
+                writer.write(f"HTTP/1.1 {status} X\r\n{location}Content-Length: 2\r\n\r\nok".encode())
                 await writer.drain()
+        writer.close()
+
+
+@dataclass
+class HangingReceiver:
+    """An endpoint that reads each request and never answers (until closed): a merchant's server that hangs."""
+
+    received: list[Received] = field(default_factory=list)
+    port: int = 0
+    _server: asyncio.Server | None = None
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    def event_ids(self) -> list[str]:
+        import orjson
+
+        return [orjson.loads(r.body)["id"] for r in self.received]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            if request := await _read_request(reader):
+                self.received.append(Received(request[0], request[1], 0, time.time()))
+            await reader.read()  # until the client gives up and closes
+        self._writers.discard(writer)
         writer.close()
 
 

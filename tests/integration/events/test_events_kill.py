@@ -154,7 +154,7 @@ async def test_kill_9_mid_stream_loses_nothing_and_applies_everything_once(
     assert statuses == {"relay": 0, "analytics": 0, "notifications": 0}  # SIGTERM is a clean exit
     await _assert_analytics_exact(control, money)
     await _assert_deliveries(control, everything, receiver, {m.merchant.id: m.webhook_secret for m in hooked})
-    for name in topology.queue_names(settings.webhook_backoff):
+    for name in topology.queue_names(topology.delays(settings)):
         queue = await channel.declare_queue(name, passive=True)
         assert queue.declaration_result.message_count == 0, name
     _assert_json_logs(tmp_path)

@@ -8,7 +8,6 @@ from typing import Any
 
 import aio_pika
 import asyncpg
-import httpx
 import pytest
 from aio_pika.abc import AbstractChannel
 from events_support import (
@@ -22,9 +21,9 @@ from events_support import (
     wait_until,
 )
 
-from events import topology, webhook
+from events import topology
 from events.consumer import run_consumer
-from events.notifications import NOTIFICATIONS, Notifier, run_notifications
+from events.notifications import NOTIFICATIONS, open_notifier, run_notifications
 from events.relay import run_relay
 from events.signing import verify
 from shardpay.config import Settings
@@ -124,7 +123,7 @@ async def test_webhook_is_dead_lettered_after_the_last_attempt(
     assert {dead.message_id, also.message_id} == {to_failing.event_id, to_unreachable.event_id}
     assert (dead.headers or {})["x-attempt"] == 4
     assert await depth(channel, DEAD) == 0
-    for seconds in settings.webhook_backoff:
+    for seconds in topology.delays(settings):
         assert await depth(channel, topology.delay_queue(seconds)) == 0
 
 
@@ -135,8 +134,8 @@ async def test_a_redelivered_delivered_event_is_not_posted_again(
     merchant = await make_merchant("acme", receiver.url)
     event = transfer_event(merchant.merchant.id, 700)
     await insert_events(shard_pools[0], [event])
-    async with httpx.AsyncClient() as client:
-        notifier = Counting(Notifier(control, webhook.Sender(client, 2.0), settings.webhook_backoff))
+    async with open_notifier(settings, control) as handler:
+        notifier = Counting(handler)
         consume = lambda stop: run_consumer(settings, NOTIFICATIONS, notifier, stop)  # noqa: E731
         async with running(relay(settings), consume) as group:
             await wait_until(lambda: notifier.seen(1), 10, "the first delivery", group)
@@ -154,8 +153,8 @@ async def test_merchant_without_webhook_url_is_acked_without_a_delivery_row(
     silent = await make_merchant("silent", None)
     events = [transfer_event(silent.merchant.id, 1), transfer_event("mer_0000unknown0000000000", 2)]
     await insert_events(shard_pools[1], events)
-    async with httpx.AsyncClient() as client:
-        notifier = Counting(Notifier(control, webhook.Sender(client, 2.0), settings.webhook_backoff))
+    async with open_notifier(settings, control) as handler:
+        notifier = Counting(handler)
         consume = lambda stop: run_consumer(settings, NOTIFICATIONS, notifier, stop)  # noqa: E731
         async with running(relay(settings), consume) as group:
             await wait_until(lambda: notifier.seen(2), 10, "both events handled", group)

@@ -235,5 +235,5 @@ async def test_relay_declares_the_topology_at_start_even_with_nothing_to_send(
 ) -> None:
     async with running(relay(settings)):
         await asyncio.sleep(0.3)
-    for name in topology.queue_names(settings.webhook_backoff):
+    for name in topology.queue_names(topology.delays(settings)):
         await channel.declare_queue(name, passive=True)  # raises if missing
