@@ -18,6 +18,7 @@ from gateway.auth import MerchantCache
 from gateway.broker import BrokerProbe
 from gateway.edge import Edge
 from gateway.middleware import RequestContext
+from gateway.probes import open_probe
 from gateway.routes import routes
 from gateway.state import Resources
 from shardpay.config import Settings
@@ -39,9 +40,11 @@ def _lifespan(settings: Settings) -> Any:
             async with open_shards(settings) as shards:
                 edge = Edge(client, settings.idempotency_lock_ms, settings.idempotency_cache_s)
                 merchants = MerchantCache(shards.control)
-                resources = Resources(settings, shards, edge, merchants, amqp)
-                settle_gc()
-                yield {"resources": resources}
+                # "Connected", not "not closed": a robust connection is never closed while it retries.
+                async with open_probe(settings, edge.ping, lambda: amqp.connected.is_set()) as probe:
+                    resources = Resources(settings, shards, edge, merchants, amqp, probe)
+                    settle_gc()
+                    yield {"resources": resources}
         finally:
             await amqp.close()
             await client.aclose()
