@@ -127,6 +127,34 @@ async def test_a_shard_whose_pass_fails_is_logged_and_the_other_shards_are_recov
     assert (logged["shard"], logged["transfer"], logged["error"]) == (2, None, "UndefinedColumnError")
 
 
+async def test_cancelling_a_pass_cancels_it_and_is_not_counted_as_an_error(
+    scratch: Scratch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    transfer = await stuck(scratch, 0, 1)
+    destination = scratch.wallets[1][1]
+    async with scratch.shards.pool(1).acquire() as holder, scratch.shards.pool(1).acquire() as watcher:
+        lock = holder.transaction()
+        await lock.start()
+        await holder.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", destination)
+        recovery = asyncio.create_task(recover_once(scratch.shards, recover_now(scratch)))
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+
+        async def leg_two_waits() -> bool:
+            return bool(await watcher.fetchval(waiting))
+
+        await until(leg_two_waits, "leg 2 waiting on the destination wallet's lock")
+        recovery.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await recovery
+        await lock.rollback()
+    assert errors(capsys.readouterr().err) == []
+    await recover_once(scratch.shards, recover_now(scratch))
+    assert await saga_state(scratch, transfer) == "done"
+    await audit_clean(scratch.settings)
+
+
 @pytest.fixture
 def recovering(scratch: Scratch) -> Iterator[tuple[subprocess.Popen[bytes], IO[bytes]]]:
     """``shardpay recover`` on the scratch set, as ``shardpay run`` starts it, with its stderr to read."""
