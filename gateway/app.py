@@ -18,6 +18,7 @@ from gateway.auth import KeyCache
 from gateway.broker import BrokerProbe
 from gateway.edge import Edge
 from gateway.middleware import RequestContext
+from gateway.probes import open_probe
 from gateway.routes import routes
 from gateway.state import Resources
 from shardpay.config import Settings
@@ -40,10 +41,12 @@ def _lifespan(settings: Settings) -> Any:
                 edge = Edge(client, settings.idempotency_lock_ms, settings.idempotency_cache_s)
                 keys = KeyCache(shards.control)
                 keys.start()
-                resources = Resources(settings, shards, edge, keys, amqp)
-                settle_gc()
                 try:
-                    yield {"resources": resources}
+                    # "Connected", not "not closed": a robust connection is never closed while it retries.
+                    async with open_probe(settings, edge.ping, lambda: amqp.connected.is_set()) as probe:
+                        resources = Resources(settings, shards, edge, keys, amqp, probe)
+                        settle_gc()
+                        yield {"resources": resources}
                 finally:
                     await keys.close()
                     await edge.close()

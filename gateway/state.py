@@ -9,6 +9,7 @@ from starlette.requests import Request
 from gateway.auth import KeyCache
 from gateway.broker import BrokerProbe
 from gateway.edge import Edge
+from gateway.probes import Probe
 from shardpay.config import Settings
 from shards.pools import Shards
 
@@ -20,6 +21,7 @@ class Resources:
     edge: Edge
     keys: KeyCache
     amqp: BrokerProbe  # only /readyz looks at it
+    probe: Probe  # /readyz and /metrics, on pools of its own (gateway.probes)
 
 
 def resources(request: Request) -> Resources:

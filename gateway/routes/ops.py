@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import asyncpg
 import orjson
 from prometheus_client import generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -14,66 +12,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import guard, http, metrics, openapi
+from gateway.probes import OutboxLag
 from gateway.routes import route
 from gateway.state import Resources, resources
 from shardpay.domain.money import CURRENCIES
 from shardpay.services.outcome import Caller, Outcome
-from shards.errors import TRANSIENT
-
-# Served by the partial index on unpublished rows, so it stays cheap however large the published history grows.
-OUTBOX_LAG = (
-    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 "
-    "FROM outbox WHERE published_at IS NULL"
-)
-# A probe or scrape must not wait on a sick database: past this, it counts as down.
-PROBE_TIMEOUT = 1.0
-# Any database error counts as down too (say the database was dropped): a probe answers, it never fails with 500.
-PROBE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT, asyncpg.PostgresError)
 
 
 async def healthz(request: Request) -> Response:
     return http.json_response(200, b'{"status":"ok"}')
 
 
-async def _db_ok(pool: asyncpg.Pool) -> bool:
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT):
-            await pool.fetchval("SELECT 1")
-    except PROBE_ERRORS:
-        return False
-    return True
-
-
 async def readyz(request: Request) -> Response:
-    res = resources(request)
-    shard_ok = await asyncio.gather(*(_db_ok(pool) for pool in res.shards.pools))
-    checks = {f"shard_{i}": ok for i, ok in enumerate(shard_ok)}
-    checks["control"] = await _db_ok(res.shards.control)
-    checks["redis"] = await res.edge.ping()
-    # Not "is the connection closed": a robust connection never is while it retries; "connected" tells the truth.
-    checks["rabbitmq"] = res.amqp.connected.is_set()
+    """Every shard, the control DB, Redis and RabbitMQ, as this process's last probe saw them (gateway.probes)."""
+    checks = (await resources(request).probe.snapshot()).checks()
     ready = all(checks.values())
     body = orjson.dumps({"status": "ready" if ready else "unavailable", "checks": checks})
     return http.json_response(200 if ready else 503, body, None if ready else {"Retry-After": "1"})
-
-
-@dataclass(frozen=True)
-class OutboxLag:
-    """A shard's unpublished outbox rows and the age of the oldest (0 when there are none)."""
-
-    unpublished: int
-    oldest_age: float
-
-
-async def outbox_lag(pool: asyncpg.Pool) -> OutboxLag | None:
-    """None when the shard does not answer within ``PROBE_TIMEOUT``."""
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT):
-            row = await pool.fetchrow(OUTBOX_LAG)
-    except PROBE_ERRORS:
-        return None
-    assert row is not None
-    return OutboxLag(int(row[0]), float(row[1]))
 
 
 @dataclass(frozen=True)
@@ -84,8 +39,12 @@ class ShardFamilies:
     lags: Sequence[OutboxLag | None]
 
     def collect(self) -> Iterable[Metric]:
-        up = GaugeMetricFamily("shardpay_shard_up", "1 if the shard answered the outbox query", labels=["shard"])
-        rows = GaugeMetricFamily("shardpay_outbox_unpublished", "Outbox rows not yet published", labels=["shard"])
+        up = GaugeMetricFamily("shardpay_shard_up", "1 if the shard answered the outbox probe", labels=["shard"])
+        rows = GaugeMetricFamily(
+            "shardpay_outbox_unpublished",
+            "Outbox rows not yet published, an upper bound: newest seq - oldest unpublished seq + 1",
+            labels=["shard"],
+        )
         age = GaugeMetricFamily(
             "shardpay_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished outbox row (0 if none)",
             labels=["shard"],
@@ -101,7 +60,7 @@ class ShardFamilies:
 async def metrics_endpoint(request: Request) -> Response:
     res = resources(request)
     _update_pools(res)
-    lags = await asyncio.gather(*(outbox_lag(pool) for pool in res.shards.pools))
+    lags = (await res.probe.snapshot()).lags
     body = metrics.exposition() + generate_latest(ShardFamilies(lags))
     return Response(body, media_type="text/plain; version=0.0.4")
 

@@ -14,6 +14,7 @@ import datetime as dt
 import signal
 import sys
 import time
+import traceback
 from collections import Counter
 
 import asyncpg
@@ -44,9 +45,21 @@ _RETRY_LATER = (asyncpg.TransactionRollbackError,)
 
 
 async def recover_once(shards: Shards, settings: Settings) -> dict[str, int]:
-    """One pass over every shard; a shard that is down is counted and skipped, the others carry on."""
-    passes = await asyncio.gather(*(recover_shard(shards, settings, i) for i in range(len(shards.pools))))
+    """One pass over every shard; a shard that is down, or whose pass fails, is counted and the others carry on."""
+    passes = await asyncio.gather(*(_isolated_pass(shards, settings, i) for i in range(len(shards.pools))))
     return dict(sum(passes, Counter[str]()))
+
+
+async def _isolated_pass(
+    shards: Shards, settings: Settings, shard: int, stop: asyncio.Event | None = None
+) -> Counter[str]:
+    """``recover_shard``, with an unexpected error (a bug, a malformed row) logged and counted, not raised: it
+    must not end recovery on the other shards, nor this shard's next pass. Cancellation still goes through."""
+    try:
+        return await recover_shard(shards, settings, shard, stop)
+    except Exception as error:
+        _log_error(error, shard)
+        return Counter(error=1)
 
 
 async def recover_shard(
@@ -63,7 +76,7 @@ async def recover_shard(
             counts["shard_unavailable"] += 1
             return counts
         counts["found"] += len(batch)
-        counts.update(await asyncio.gather(*(_recover(shards, row, down) for row in batch)))
+        counts.update(await asyncio.gather(*(_recover_isolated(shards, shard, row, down) for row in batch)))
         if len(batch) < BATCH:
             return counts
         after = (batch[-1]["created_at"], batch[-1]["id"])
@@ -72,6 +85,15 @@ async def recover_shard(
 
 async def _stuck(pool: asyncpg.Pool, settings: Settings, after: tuple[dt.datetime, str]) -> list[asyncpg.Record]:
     return await pool.fetch(_STUCK, settings.saga_recovery_after, settings.saga_abort_after, after[0], after[1], BATCH)
+
+
+async def _recover_isolated(shards: Shards, shard: int, transfer: asyncpg.Record, down: set[int]) -> str:
+    """``_recover``, with an unexpected error logged and counted: the rest of the batch and of the pass go on."""
+    try:
+        return await _recover(shards, transfer, down)
+    except Exception as error:
+        _log_error(error, shard, transfer["id"])
+        return "error"
 
 
 async def _recover(shards: Shards, transfer: asyncpg.Record, down: set[int]) -> str:
@@ -113,7 +135,7 @@ async def run_forever(settings: Settings) -> None:
 async def _keep_recovering(shards: Shards, settings: Settings, shard: int, stop: asyncio.Event) -> None:
     next_prune = 0.0
     while not stop.is_set():
-        counts = await recover_shard(shards, settings, shard, stop)
+        counts = await _isolated_pass(shards, settings, shard, stop)
         if time.monotonic() >= next_prune:
             # The same housekeeping loop keeps idempotency records for their 24 hours, and no longer.
             counts["idempotency_pruned"] = await _prune(shards, shard)
@@ -129,9 +151,25 @@ async def _prune(shards: Shards, shard: int) -> int:
         return await prune_idempotency(shards.pool(shard))
     except TRANSIENT:
         return 0
+    except Exception as error:  # as for a pass: logged, and the loop goes on
+        _log_error(error, shard)
+        return 0
 
 
 def _log(shard: int, counts: Counter[str]) -> None:
-    line = {"ts": round(time.time(), 3), "event": "saga_recovery", "shard": shard, **counts}
+    _write({"ts": round(time.time(), 3), "event": "saga_recovery", "shard": shard, **counts})
+
+
+def _log_error(error: Exception, shard: int, transfer_id: str | None = None) -> None:
+    """One JSON line: where (the source shard, the transfer if one), the error's class and its traceback. Rows
+    and arguments are not logged: a traceback holds code and the error's message, never frame locals."""
+    line = {
+        "ts": round(time.time(), 3), "event": "saga_recovery.error", "shard": shard, "transfer": transfer_id,
+        "error": type(error).__name__, "traceback": "".join(traceback.format_exception(error)),
+    }  # fmt: skip
+    _write(line)
+
+
+def _write(line: dict[str, object]) -> None:
     sys.stderr.write(orjson.dumps(line).decode() + "\n")
     sys.stderr.flush()

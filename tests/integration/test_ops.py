@@ -20,6 +20,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.probes import CACHE_PERIOD
 from shardpay.config import Settings
 from shards.pools import Shards
 from tests.conftest import free_port, key, new_wallet, post, stack_env, stop_process
@@ -126,6 +127,7 @@ async def test_metrics_by_route_template_pools_and_outbox_lag(
 ) -> None:
     wallet = await new_wallet(client, shards, shard=2)  # its wallet.created event waits in shard 2's outbox
     assert (await client.get(f"/v1/wallets/{wallet}")).status_code == 200
+    await asyncio.sleep(CACHE_PERIOD)  # the outbox figures are the last probe's, which may predate the wallet
     async with httpx.AsyncClient(base_url=gateway) as http:
         response = await http.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
