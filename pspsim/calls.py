@@ -82,6 +82,9 @@ class CallLayer:
                 answer = str(message["status"])
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
                 if hold:
+                    # Counted now, when the work is done: the caller gives up long before the answer goes.
+                    answer = "timeout"
+                    sim.count(name, answer)
                     await asyncio.sleep(hold)
             await send(message)
 
@@ -106,8 +109,8 @@ class CallLayer:
                     scope, receive, tagged
                 )
         finally:
-            answer = "timeout" if hold and answer != "499" else answer
-            sim.count(name, answer)
+            if answer != "timeout":
+                sim.count(name, answer)
             if sim.settings.log_requests:
                 duration = round((time.perf_counter() - started) * 1000, 2)
                 _log({"event": "psp_call", "endpoint": name, "status": answer, "request_id": rid,

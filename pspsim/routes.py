@@ -17,6 +17,7 @@ from pspsim.http import SimError, invalid, json, not_found, read_json
 from pspsim.settlement import parse_day, settlement_file
 from pspsim.state import Sim, sim_of
 
+Endpoint = Callable[[Request], Awaitable[Response]]
 Act = Callable[[Conn, Faults, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -98,13 +99,20 @@ async def settlement(request: Request) -> Response:
     return await settlement_file(sim_of(request).pool, day)
 
 
+def _create_or_find(path: str, create: Endpoint, kind: str) -> Route:
+    """POST creates, GET looks up by key: one route, so a 405 names both methods in Allow."""
+    find = _lookup(kind)
+
+    async def dispatch(request: Request) -> Response:
+        return await (create if request.method == "POST" else find)(request)
+
+    return Route(path, dispatch, methods=["GET", "POST"])
+
+
 ROUTES = [
     Route("/v1/hosted_sessions", create_session, methods=["POST"]),
-    Route("/v1/charges", create_charge, methods=["POST"]),
-    Route("/v1/charges", _lookup("charge"), methods=["GET"]),
-    Route("/v1/refunds", create_refund, methods=["POST"]),
-    Route("/v1/refunds", _lookup("refund"), methods=["GET"]),
-    Route("/v1/payouts", create_payout, methods=["POST"]),
-    Route("/v1/payouts", _lookup("payout"), methods=["GET"]),
+    _create_or_find("/v1/charges", create_charge, "charge"),
+    _create_or_find("/v1/refunds", create_refund, "refund"),
+    _create_or_find("/v1/payouts", create_payout, "payout"),
     Route("/v1/settlements/{day}.csv", settlement, methods=["GET"]),
 ]
