@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -186,12 +188,13 @@ async def test_request_id_travels_and_each_call_logs_one_line_without_secrets(
     await pay(adapter, "4242424242424242")
     await adapter.find_charge("k-logged", request_id="req_trace_me")
 
+    log = Path(sim.log_path)
+
     async def logged() -> list[str]:
-        with open(sim.log_path) as log:
-            return [line for line in log if "req_trace_me" in line]
+        text = await asyncio.to_thread(log.read_text)
+        return [line for line in text.splitlines() if "req_trace_me" in line]
 
     [line] = await eventually(logged)
     assert '"endpoint":"GET /v1/charges"' in line and '"status":"404"' in line
-    with open(sim.log_path) as log:
-        text = log.read()
+    text = await asyncio.to_thread(log.read_text)
     assert "4242424242424242" not in text and "sk_sim_test" not in text and "whsec_sim_test" not in text
