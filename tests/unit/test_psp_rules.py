@@ -217,3 +217,20 @@ def test_psp_settings_defaults_and_errors() -> None:
             Settings.from_env({f"SHARDPAY_{name}": value})
     with pytest.raises(ConfigError, match="SHARDPAY_PSP_SECRET_KEY' is empty"):
         Settings.from_env({"SHARDPAY_PSP_SECRET_KEY": ""})
+
+
+@pytest.mark.parametrize(("host", "allowed"), [("127.0.0.1", True), ("127.9.9.9", True), ("::1", True),
+                                               ("10.0.0.1", False), ("192.168.1.2", False), ("", False)])  # fmt: skip
+def test_sim_knobs_are_only_for_loopback(host: str, allowed: bool) -> None:
+    from starlette.requests import Request
+
+    from pspsim.admin import _loopback
+    from pspsim.http import SimError
+
+    request = Request({"type": "http", "method": "PUT", "path": "/sim/faults", "headers": [], "client": (host, 1)})
+    if allowed:
+        _loopback(request)
+    else:
+        with pytest.raises(SimError) as refused:
+            _loopback(request)
+        assert refused.value.status == 403 and repr(host) in refused.value.message

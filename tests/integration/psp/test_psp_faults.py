@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import asyncpg
 import httpx
 import pytest
 
 from psp.base import Psp, PspOutcomeUnknown, PspRejected, PspUnavailable
+from shardpay.config import Settings
 from tests.conftest import key
 from tests.integration.psp.conftest import Receiver
 from tests.integration.psp.flows import pay, records, set_faults, stats
@@ -165,3 +167,23 @@ async def test_refused_charge_is_a_rejection_not_an_outage(adapter: Psp) -> None
     with pytest.raises(PspRejected) as refused:
         await adapter.charge("pm_doesnotexist", 100, "USD", "po_x", key())
     assert refused.value.code == "resource_missing" and refused.value.param == "payment_method"
+
+
+async def test_its_database_down_is_503_then_it_recovers(adapter: Psp, http: httpx.AsyncClient,
+                                                         psp_settings: Settings) -> None:  # fmt: skip
+    payment_method = await pay(adapter)
+    name = psp_settings.psp_dsn.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(f"{psp_settings.pg_server}/postgres")
+    body = {"payment_method": payment_method, "amount": 1, "currency": "USD", "reference": "po_db"}
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+        response = await http.post("/v1/charges", json=body, headers={"Idempotency-Key": key()})
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        assert response.json()["error"]["code"] == "database_unavailable"
+        with pytest.raises(PspUnavailable):
+            await adapter.find_charge("k")
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    assert (await adapter.charge(payment_method, 1, "USD", "po_db", key())).status == "succeeded"
