@@ -20,11 +20,11 @@ import traceback
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pspsim.db import UNREACHABLE
 from pspsim.faults import rolls
 from pspsim.http import REQUEST_ID, SimError, unavailable
 from pspsim.protocol import reset
 from pspsim.state import Sim
-from shards.errors import TRANSIENT
 
 _LABELS = (
     (re.compile(r"^/v1/settlements/[^/]*$"), "/v1/settlements/{date}.csv"),
@@ -98,7 +98,7 @@ class CallLayer:
             await self.app(scope, receive, tagged)
         except SimError as error:
             await error.response(rid)(scope, receive, tagged)
-        except TRANSIENT:
+        except UNREACHABLE:
             await unavailable("database_unavailable", "The PSP's database is unavailable.").response(rid)(
                 scope, receive, tagged
             )

@@ -7,10 +7,16 @@ import importlib.resources
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from shards.errors import TRANSIENT
 from shards.migrate import ensure_database
 
 # A connection of the pool or one of its own (asyncpg's stubs type the two apart).
 Conn = asyncpg.Connection | PoolConnectionProxy
+
+# "The database is unreachable right now": shardpay's tuple, plus the state error asyncpg raises when a backend
+# the server just terminated is handed out before its connection_lost arrives (seen with ALLOW_CONNECTIONS off).
+# Nothing can have committed on such a connection, so a 503 (retry with the same key) is the truthful answer.
+UNREACHABLE: tuple[type[BaseException], ...] = (*TRANSIENT, asyncpg.InternalClientError)
 
 # Serialises two simulators (or a test beside a dev server) migrating one database at once.
 _LOCK_ID = 0x5053_0001

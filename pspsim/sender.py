@@ -12,18 +12,19 @@ import contextlib
 import random
 import sys
 import time
+from collections.abc import Coroutine
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import httpx
 import orjson
 
 from events.signing import sign
+from pspsim.db import UNREACHABLE
 from pspsim.state import Sim
-from shards.errors import TRANSIENT
 
 HEADER = "PSP-Signature"
-BATCH = 100
 POLL = 0.1
 CONCURRENCY = 16
 JITTER = 0.2
@@ -34,6 +35,7 @@ UPDATE events SET due_at = now() + $2::interval WHERE seq IN (
     ORDER BY due_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED)
 RETURNING seq, id, body, copies, attempts
 """
+_RELEASE = "UPDATE events SET due_at = now() WHERE seq = ANY($1::bigint[]) AND state = 'pending'"
 _DONE = """
 UPDATE events SET state = $2, attempts = $3, last_status = $4, last_error = $5, due_at = now() + $6::interval,
                   delivered_at = CASE WHEN $2 = 'delivered' THEN now() END
@@ -53,6 +55,8 @@ class Sender:
         self.sim = sim
         self.http = httpx.AsyncClient(timeout=sim.settings.psp_webhook_timeout, trust_env=False,
                                       limits=httpx.Limits(max_connections=CONCURRENCY))  # fmt: skip
+        # Claimed and not yet finished (seq -> its delivery), released if the simulator stops mid-delivery.
+        self._inflight: dict[int, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
         """Deliver until cancelled; a database that is down is waited out."""
@@ -60,14 +64,24 @@ class Sender:
             while True:
                 try:
                     busy = await self.round()
-                except TRANSIENT as exc:
+                except UNREACHABLE as exc:
                     _log("webhook_sender_waiting", error=exc.__class__.__name__)
                     busy = False
                     await asyncio.sleep(1)
                 if not busy:
                     await self._idle()
         finally:
-            await asyncio.shield(self.http.aclose())  # the client's sockets are closed even when cancelled
+            await asyncio.shield(self._stop())
+
+    async def _stop(self) -> None:
+        """Cancel what is in flight and make it due now, not when its lease ends; close the client."""
+        claimed = sorted(self._inflight)
+        for task in self._inflight.values():
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        with contextlib.suppress(*UNREACHABLE):
+            await self.sim.pool.execute(_RELEASE, claimed)
+        await self.http.aclose()
 
     async def _idle(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -75,34 +89,57 @@ class Sender:
         self.sim.wake.clear()
 
     async def round(self) -> bool:
+        """Claim what is due, up to the free delivery slots, and start delivering it; False if nothing was.
+        A slow receiver holds its slots, not the sender: the next round claims while it waits."""
+        free = CONCURRENCY - len(self._inflight)
+        if free <= 0:
+            await asyncio.wait(self._inflight.values(), timeout=POLL, return_when=asyncio.FIRST_COMPLETED)
+            return True
         faults = self.sim.faults
         window = timedelta(milliseconds=faults.webhook_reorder_window_ms if faults.webhook_reorder else 0)
         lease = timedelta(seconds=self.sim.settings.psp_webhook_timeout * 2 * CONCURRENCY + 30)
-        rows = await self.sim.pool.fetch(_CLAIM, window, lease, BATCH)
+        rows = await self.sim.pool.fetch(_CLAIM, window, lease, free)
         if faults.webhook_reorder:
-            rows = random.sample(rows, len(rows))
-            for row in rows:
-                await self._deliver(row)
+            # One task sends the shuffled window one event after another, so the receiver sees that order.
+            self._track(rows, self._in_turn(random.sample(rows, len(rows))))
         else:
-            gate = asyncio.Semaphore(CONCURRENCY)
-            await asyncio.gather(*(self._gated(gate, row) for row in sorted(rows, key=lambda r: r["seq"])))
+            for row in rows:
+                self._track([row], self._deliver(row))
         return bool(rows)
 
-    async def _gated(self, gate: asyncio.Semaphore, row: asyncpg.Record) -> None:
-        async with gate:
+    def _track(self, rows: list[asyncpg.Record], work: Coroutine[Any, Any, None]) -> None:
+        if not rows:
+            work.close()
+            return
+        task = asyncio.create_task(work)
+        for row in rows:
+            self._inflight[row["seq"]] = task
+
+    async def _in_turn(self, rows: list[asyncpg.Record]) -> None:
+        for row in rows:
             await self._deliver(row)
 
     async def _deliver(self, row: asyncpg.Record) -> None:
-        status, error = None, None
-        for _ in range(row["copies"]):
-            status, error = await self._post(row["body"])
+        try:
+            status, error = None, None
+            for _ in range(row["copies"]):
+                status, error = await self._post(row["body"])
+            state, attempts = await self._record(row, status, error)
+            _log("webhook", event_id=row["id"], status=status, error=error, attempts=attempts, state=state)
+        except UNREACHABLE as exc:
+            # Sent but not recorded: the lease ends and it goes again (at least once, as promised).
+            _log("webhook_unrecorded", event_id=row["id"], error=exc.__class__.__name__)
+        finally:
+            self._inflight.pop(row["seq"], None)
+
+    async def _record(self, row: asyncpg.Record, status: int | None, error: str | None) -> tuple[str, int]:
         delivered = status is not None and 200 <= status < 300
         attempts = row["attempts"] + 1
         wait = 0.0 if delivered else next_try(attempts, self.sim.settings.psp_webhook_backoff,
                                               random.uniform(-JITTER, JITTER))  # fmt: skip
         state = "delivered" if delivered else ("dead" if wait is None else "pending")
         await self.sim.pool.execute(_DONE, row["seq"], state, attempts, status, error, timedelta(seconds=wait or 0))
-        _log("webhook", event_id=row["id"], status=status, error=error, attempts=attempts, state=state)
+        return state, attempts
 
     async def _post(self, body: bytes) -> tuple[int | None, str | None]:
         headers = {"Content-Type": "application/json", HEADER: sign(self.sim.settings.psp_webhook_secret, body,

@@ -8,8 +8,8 @@ import asyncio
 import asyncpg
 
 from pspsim import events, render
+from pspsim.db import UNREACHABLE
 from pspsim.state import Sim
-from shards.errors import TRANSIENT
 
 POLL = 0.05
 BATCH = 100
@@ -56,7 +56,7 @@ async def run(sim: Sim) -> None:
     while True:
         try:
             busy = await due(sim)
-        except TRANSIENT:
+        except UNREACHABLE:
             busy = 0
             await asyncio.sleep(1)
         if not busy:

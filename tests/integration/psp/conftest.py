@@ -42,6 +42,9 @@ class Receiver:
 
     fail_first: int = 0
     always_fail: bool = False
+    # While hanging, requests are read and held unanswered (a receiver that hangs) until ``unhang``.
+    hanging: bool = False
+    _unhung: asyncio.Event = field(default_factory=asyncio.Event)
     received: list[Received] = field(default_factory=list)
     port: int = 0
     _server: asyncio.Server | None = None
@@ -56,6 +59,15 @@ class Receiver:
 
     def reset(self) -> None:
         self.fail_first, self.always_fail, self.received = 0, False, []
+        self.unhang()
+
+    def hang(self) -> None:
+        self.hanging = True
+        self._unhung.clear()
+
+    def unhang(self) -> None:
+        self.hanging = False
+        self._unhung.set()
 
     def events(self, event_type: str | None = None, status: int = 200) -> list[dict[str, Any]]:
         return [r.event for r in self.received if r.status == status and event_type in (None, r.event["type"])]
@@ -79,6 +91,9 @@ class Receiver:
                 lines = head.decode("latin-1").split("\r\n")[1:]
                 headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
+                if self.hanging:
+                    await self._unhung.wait()
+                    break  # this request is never answered: the connection is closed instead
                 status = self._status()
                 self.received.append(Received(headers, body, status, time.time()))
                 writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok".encode())

@@ -115,3 +115,24 @@ async def test_a_restart_of_the_simulator_loses_no_webhook(
     assert (await http.get("/sim/faults")).json()["webhook_delay_ms"] == 3000
     hooks = await receiver.wait_for(3, "charge.succeeded", within=20)
     assert sorted(h["data"]["object"]["id"] for h in hooks) == sorted(made)
+
+
+async def test_webhooks_in_flight_when_the_simulator_stops_go_out_after_its_restart(
+    adapter: Psp, http: httpx.AsyncClient, receiver: Receiver, sim: SimProcess
+) -> None:
+    receiver.hang()
+    made = await _charges(adapter, 2)
+
+    async def in_flight() -> bool:
+        return sum(1 for r in await sim_events(http) if r["type"] == "charge.succeeded") == 2
+
+    await eventually(in_flight)
+    await asyncio.sleep(0.5)  # the sender is waiting on the receiver now
+    assert all(e["attempts"] == 0 and e["state"] == "pending" for e in await sim_events(http))
+    await asyncio.to_thread(sim.stop)
+    receiver.unhang()
+    await asyncio.to_thread(sim.start)
+    # Released at shutdown rather than left to their lease (minutes): they go out at once.
+    hooks = await receiver.wait_for(2, "charge.succeeded", within=5)
+    assert sorted(h["data"]["object"]["id"] for h in hooks) == sorted(made)
+    await receiver.wait_for(1, "hosted_session.completed", within=5)
