@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pspsim import store
+from pspsim import store, validate
 from pspsim.faults import FaultError, Faults, merge
 from pspsim.http import SimError, invalid, json, read_json
 from pspsim.settlement import parse_day
@@ -49,7 +49,8 @@ async def put_faults(request: Request) -> Response:
 
 async def records(request: Request) -> Response:
     _loopback(request)
-    kind, reference = request.query_params.get("type"), request.query_params.get("reference")
+    kind = validate.query(request.query_params.get("type"), "type", frozenset({"charge", "refund", "payout"}))
+    reference = validate.query(request.query_params.get("reference"), "reference")
     data = await store.records(sim_of(request).pool, kind, reference)
     return json(200, {"object": "list", "data": data})
 
@@ -68,7 +69,7 @@ WHERE ($1::text IS NULL OR type = $1) ORDER BY seq
 async def list_events(request: Request) -> Response:
     """Every webhook and its fate (pending, delivered, dropped, dead): how a test tells a drop from a loss."""
     _loopback(request)
-    rows = await sim_of(request).pool.fetch(_EVENTS, request.query_params.get("type"))
+    rows = await sim_of(request).pool.fetch(_EVENTS, validate.query(request.query_params.get("type"), "type"))
     return json(200, {"object": "list", "data": [_event(row) for row in rows]})
 
 
@@ -97,7 +98,7 @@ async def reset(request: Request) -> Response:
 
 def _refs(body: dict[str, Any], name: str) -> list[str]:
     value = body.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list) or not all(validate.printable(v) for v in value):
         raise invalid(name, f"'{name}' must be a list of references, got {value!r}.")
     return value
 
@@ -105,7 +106,7 @@ def _refs(body: dict[str, Any], name: str) -> list[str]:
 def _lies(body: dict[str, Any]) -> dict[str, Any]:
     altered = body.get("alter_amount", {})
     if not isinstance(altered, dict) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in altered.values()
+        validate.printable(k) and isinstance(v, int) and not isinstance(v, bool) for k, v in altered.items()
     ):
         raise invalid("alter_amount", f"'alter_amount' must map references to integer amounts, got {altered!r}.")
     unknown = body.get("unknown", 0)

@@ -7,6 +7,7 @@ again redirects to the same ``pm_``.
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -21,6 +22,7 @@ from pspsim.http import read_body
 from pspsim.money import CURRENCIES
 from pspsim.state import Sim, sim_of
 
+_TOKEN = re.compile(r"^tok_[0-9a-f]{1,64}$")
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Pay {amount}</title></head>
 <body><h1>Pay {amount}</h1>{error}
@@ -54,9 +56,18 @@ def _gone() -> HTMLResponse:
     return HTMLResponse("<!doctype html><title>Not found</title><p>This payment page does not exist.</p>", 404)
 
 
+def _token(request: Request) -> str | None:
+    token: str = request.path_params["token"]
+    return token if _TOKEN.match(token) else None
+
+
 async def show(request: Request) -> Response:
-    row = await sim_of(request).pool.fetchrow("SELECT * FROM hosted_sessions WHERE token = $1",
-                                              request.path_params["token"])  # fmt: skip
+    token = _token(request)
+    row = (
+        None
+        if token is None
+        else await sim_of(request).pool.fetchrow("SELECT * FROM hosted_sessions WHERE token = $1", token)
+    )
     if row is None:
         return _gone()
     if row["payment_method"] is not None:
@@ -69,9 +80,11 @@ async def pay(request: Request) -> Response:
     sim = sim_of(request)
     fields = parse_qs((await read_body(request, 16 * 1024)).decode("latin-1"))
     number = (fields.get("card_number") or [""])[0]
+    token = _token(request)
+    if token is None:
+        return _gone()
     async with sim.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow("SELECT * FROM hosted_sessions WHERE token = $1 FOR UPDATE",
-                                  request.path_params["token"])  # fmt: skip
+        row = await conn.fetchrow("SELECT * FROM hosted_sessions WHERE token = $1 FOR UPDATE", token)
         if row is None:
             return _gone()
         if row["payment_method"] is None:

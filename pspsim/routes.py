@@ -78,8 +78,8 @@ async def create_payout(request: Request) -> Response:
 
 def _lookup(kind: str) -> Callable[[Request], Awaitable[Response]]:
     async def lookup(request: Request) -> Response:
-        key = request.query_params.get("idempotency_key")
-        if not key:
+        key = validate.query(request.query_params.get("idempotency_key"), "idempotency_key")
+        if key is None:
             raise SimError(400, "invalid_request_error", "parameter_missing",
                            "Look-ups need the query parameter 'idempotency_key'.", "idempotency_key")  # fmt: skip
         found = await store.find(sim_of(request).pool, kind, key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from pspsim.http import invalid, missing
@@ -38,7 +38,7 @@ def text(params: dict[str, Any], name: str) -> str:
     value = params.get(name)
     if value is None:
         raise missing(name)
-    if not isinstance(value, str) or not _PRINTABLE.match(value):
+    if not printable(value):
         raise invalid(name, f"'{name}' must be 1..255 printable ASCII characters, got {value!r}.")
     return value
 
@@ -61,9 +61,17 @@ def bank_account(params: dict[str, Any]) -> str:
     return value
 
 
+def printable(value: Any) -> TypeGuard[str]:
+    """1..255 printable ASCII: every free-text field, key and query value (PostgreSQL refuses a NUL)."""
+    return isinstance(value, str) and _PRINTABLE.match(value) is not None
+
+
 def return_url(params: dict[str, Any]) -> str:
     value = text(params, "return_url")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed IPv6 literal
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise invalid("return_url", f"'return_url' must be an absolute http(s) URL, got {value!r}.")
     return value
@@ -72,6 +80,16 @@ def return_url(params: dict[str, Any]) -> str:
 def idempotency_key(header: str | None) -> str:
     if header is None:
         raise invalid(None, "This call needs an Idempotency-Key header.", "idempotency_key_missing")
-    if not _PRINTABLE.match(header):
+    if not printable(header):
         raise invalid(None, f"Idempotency-Key must be 1..255 printable ASCII characters, got {header!r}.")
     return header
+
+
+def query(value: str | None, name: str, allowed: frozenset[str] | None = None) -> str | None:
+    """An optional query parameter: absent, or printable (and one of ``allowed`` if given)."""
+    if value is None:
+        return None
+    if not printable(value) or (allowed is not None and value not in allowed):
+        expected = f"one of {sorted(allowed)}" if allowed else "1..255 printable ASCII characters"
+        raise invalid(name, f"'{name}' must be {expected}, got {value!r}.")
+    return value

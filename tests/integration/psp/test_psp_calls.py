@@ -198,3 +198,25 @@ async def test_request_id_travels_and_each_call_logs_one_line_without_secrets(
     assert '"endpoint":"GET /v1/charges"' in line and '"status":"404"' in line
     text = await asyncio.to_thread(log.read_text)
     assert "4242424242424242" not in text and "sk_sim_test" not in text and "whsec_sim_test" not in text
+
+
+async def test_odd_input_anywhere_is_a_4xx_never_a_500(http: httpx.AsyncClient, sim: SimProcess) -> None:
+    session = {"amount": 1, "currency": "USD", "return_url": "http://[::1", "reference": "r"}
+    charge = {"payment_method": "pm_x", "amount": 1, "currency": "USD", "reference": "a\x00"}
+    answers = [
+        await http.get("/v1/charges", params={"idempotency_key": "\x00"}),
+        await http.post("/v1/hosted_sessions", json=session, headers={"Idempotency-Key": key()}),
+        await http.post("/v1/charges", json=charge, headers={"Idempotency-Key": key()}),
+        await http.get("/pay/%00"),
+        await http.post("/pay/%00", data={"card_number": "4242424242424242"}),
+        await http.get("/sim/records", params={"type": "coupon"}),
+        await http.get("/sim/records", params={"reference": "\x00"}),
+        await http.get("/sim/events", params={"type": "\x00"}),
+        await http.post("/sim/settlement-faults", json={"date": "2026-01-01", "omit": ["\x00"]}),
+        await http.post("/sim/settlement-faults", json={"date": "2026-01-01", "alter_amount": {"\x00": 1}}),
+        await http.put("/sim/faults", json={"\x00": 1}),
+        await http.post("/v1/payouts", content=b"x" * 70_000, headers={"Idempotency-Key": key()}),
+    ]
+    assert [a.status_code for a in answers] == [400, 400, 400, 404, 404, 400, 400, 400, 400, 400, 400, 413]
+    stats = (await http.get("/sim/stats")).json()["endpoints"]
+    assert not any(code.startswith("5") for e in stats.values() for code in e["answers"])
