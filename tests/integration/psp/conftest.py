@@ -203,6 +203,8 @@ async def fresh(request: pytest.FixtureRequest) -> None:
     receiver: Receiver = request.getfixturevalue("receiver")
     async with httpx.AsyncClient(base_url=sim.url) as client:
         assert (await client.post("/sim/reset")).status_code == 200
+    # A delivery of the last test's may still be on its way: let it land before the inbox is emptied.
+    await asyncio.sleep(0.15)
     receiver.reset()
 
 
