@@ -88,6 +88,10 @@ class CallLayer:
                     await asyncio.sleep(hold)
             await send(message)
 
+        async def fail(error: SimError) -> None:
+            if answer == "499":  # nothing sent yet (a stream that broke off midway can only be cut)
+                await error.response(rid)(scope, receive, tagged)
+
         try:
             if scope["path"].startswith("/v1/"):
                 injected = await self._inject(sim, scope, receive, tagged)
@@ -97,17 +101,12 @@ class CallLayer:
                 hold = sim.faults.timeout_hold_ms / 1000 if rolls(sim.faults.timeout_after_commit_rate) else 0.0
             await self.app(scope, receive, tagged)
         except SimError as error:
-            await error.response(rid)(scope, receive, tagged)
+            await fail(error)
         except UNREACHABLE:
-            await unavailable("database_unavailable", "The PSP's database is unavailable.").response(rid)(
-                scope, receive, tagged
-            )
+            await fail(unavailable("database_unavailable", "The PSP's database is unavailable."))
         except Exception:
             _log({"event": "error", "request_id": rid, "endpoint": name, "traceback": traceback.format_exc()})
-            if answer == "499":
-                await SimError(500, "api_error", "internal_error", "An internal error occurred.").response(rid)(
-                    scope, receive, tagged
-                )
+            await fail(SimError(500, "api_error", "internal_error", "An internal error occurred."))
         finally:
             if answer != "timeout":
                 sim.count(name, answer)
