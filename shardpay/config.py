@@ -69,8 +69,8 @@ def _shard_dsns(env: Mapping[str, str], pg: str, db_prefix: str) -> tuple[str, .
 
 # A day and a half of retries: 10 s, 1 min, 5 min, 30 min, 2 h, 6 h, 12 h, 24 h.
 DEFAULT_WEBHOOK_BACKOFF = "10,60,300,1800,7200,21600,43200,86400"
-# The PSP simulator's webhook retries, as a real PSP's: about three days in all (272,560 s), then given up.
-DEFAULT_PSP_WEBHOOK_BACKOFF = "10,30,120,600,1800,3600,7200,14400,28800,43200,86400,86400"
+# The PSP simulator's webhook retries, as a real PSP's: three days in all (258,160 s, before jitter), then given up.
+DEFAULT_PSP_WEBHOOK_BACKOFF = "10,30,120,600,1800,3600,7200,14400,28800,43200,86400,72000"
 # Development-only shared secrets between shardpay and the PSP simulator (what `make run` uses). A real PSP's
 # key and webhook secret come from its dashboard and are set in the environment, never left at these.
 DEV_PSP_SECRET_KEY = "sk_sim_development_only"
