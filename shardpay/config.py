@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 PREFIX = "SHARDPAY_"
 
@@ -68,6 +69,12 @@ def _shard_dsns(env: Mapping[str, str], pg: str, db_prefix: str) -> tuple[str, .
 
 # A day and a half of retries: 10 s, 1 min, 5 min, 30 min, 2 h, 6 h, 12 h, 24 h.
 DEFAULT_WEBHOOK_BACKOFF = "10,60,300,1800,7200,21600,43200,86400"
+# The PSP simulator's webhook retries, as a real PSP's: three days in all (258,160 s, before jitter), then given up.
+DEFAULT_PSP_WEBHOOK_BACKOFF = "10,30,120,600,1800,3600,7200,14400,28800,43200,86400,72000"
+# Development-only shared secrets between shardpay and the PSP simulator (what `make run` uses). A real PSP's
+# key and webhook secret come from its dashboard and are set in the environment, never left at these.
+DEV_PSP_SECRET_KEY = "sk_sim_development_only"
+DEV_PSP_WEBHOOK_SECRET = "whsec_sim_development_only"
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,22 @@ class Settings:
     relay_linger: float = 0.2
     tick_linger: float = 0.01
     log_requests: bool = True
+    # The PSP: where shardpay reaches it, which adapter speaks to it, and the shared secrets.
+    psp_adapter: str = "simulator"
+    psp_url: str = "http://127.0.0.1:8100"
+    psp_timeout: float = 5.0
+    psp_secret_key: str = DEV_PSP_SECRET_KEY
+    psp_webhook_secret: str = DEV_PSP_WEBHOOK_SECRET
+    # The PSP simulator's own side: where it listens, its database, and where it sends its webhooks.
+    psp_host: str = "127.0.0.1"
+    psp_port: int = 8100
+    psp_public_url: str = "http://127.0.0.1:8100"
+    psp_dsn: str = "postgresql://postgres@127.0.0.1:5432/shardpay_psp"
+    psp_webhook_url: str = "http://127.0.0.1:8000/v1/webhooks/psp"
+    psp_webhook_backoff: tuple[float, ...] = field(
+        default_factory=lambda: _floats({}, "X", DEFAULT_PSP_WEBHOOK_BACKOFF)
+    )
+    psp_webhook_timeout: float = 5.0
 
     @property
     def shard_count(self) -> int:
@@ -151,4 +174,47 @@ class Settings:
             relay_linger=env_float(e, "RELAY_LINGER", 0.2),
             tick_linger=env_float(e, "TICK_LINGER", 0.01),
             log_requests=_bool(e, "LOG_REQUESTS", True),
+            **_psp(e, pg, db_prefix),
         )
+
+
+def _psp(e: Mapping[str, str], pg: str, db_prefix: str) -> dict[str, Any]:
+    """The ``SHARDPAY_PSP_*`` settings, shardpay's side and the simulator's."""
+    host = _raw(e, "PSP_HOST", "127.0.0.1")
+    port = env_int(e, "PSP_PORT", 8100, minimum=1)
+    return {
+        "psp_adapter": _raw(e, "PSP_ADAPTER", "simulator"),
+        "psp_url": _url(e, "PSP_URL", "http://127.0.0.1:8100"),
+        "psp_timeout": _positive(e, "PSP_TIMEOUT", 5.0),
+        "psp_secret_key": _secret(e, "PSP_SECRET_KEY", DEV_PSP_SECRET_KEY),
+        "psp_webhook_secret": _secret(e, "PSP_WEBHOOK_SECRET", DEV_PSP_WEBHOOK_SECRET),
+        "psp_host": host,
+        "psp_port": port,
+        "psp_public_url": _url(e, "PSP_PUBLIC_URL", f"http://{host}:{port}"),
+        "psp_dsn": _raw(e, "PSP_DSN", f"{pg}/{db_prefix}_psp"),
+        "psp_webhook_url": _url(e, "PSP_WEBHOOK_URL", "http://127.0.0.1:8000/v1/webhooks/psp"),
+        "psp_webhook_backoff": _floats(e, "PSP_WEBHOOK_BACKOFF", DEFAULT_PSP_WEBHOOK_BACKOFF),
+        "psp_webhook_timeout": _positive(e, "PSP_WEBHOOK_TIMEOUT", 5.0),
+    }
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _raw(env, name, default).rstrip("/")
+    if not raw.startswith(("http://", "https://")):
+        raise ConfigError(f"Config '{PREFIX}{name}' has value '{raw}'. Not an http(s) URL.")
+    return raw
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env_float(env, name, default)
+    if value <= 0:
+        raise ConfigError(f"Config '{PREFIX}{name}' has value '{value}'. Must be > 0.")
+    return value
+
+
+def _secret(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _raw(env, name, default)
+    if not raw:
+        # The value itself is never echoed: it is a secret.
+        raise ConfigError(f"Config '{PREFIX}{name}' is empty. It must be set to a non-empty secret.")
+    return raw

@@ -1,4 +1,5 @@
-"""``shardpay run``: the gateway, the outbox relay, the consumers and saga recovery as child processes.
+"""``shardpay run``: the gateway, the outbox relay, the consumers, saga recovery and the PSP simulator as child
+processes.
 
 A child that dies is started again after a pause; Ctrl-C or SIGTERM stops them all (SIGTERM, then SIGKILL
 after a grace period).
@@ -20,6 +21,8 @@ CHILDREN: dict[str, list[str]] = {
     "notifications": ["consume", "notifications"],
     "analytics": ["consume", "analytics"],
     "recovery": ["recover"],
+    # The stand-in for a real PSP (its own database, migrated at its start): shardpay reaches it over HTTP only.
+    "psp-sim": ["psp-sim"],
 }
 GRACE = 10.0
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shardpay.commands import events, keys, ledger, merchants, ops
+from shardpay.commands import events, keys, ledger, merchants, ops, psp
 
 
 def register(sub: Any) -> None:
-    for module in (ops, merchants, keys, ledger, events):
+    for module in (ops, merchants, keys, ledger, events, psp):
         module.register(sub)
