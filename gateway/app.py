@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+import psp
 from gateway import http
 from gateway.auth import KeyCache
 from gateway.broker import BrokerProbe
@@ -23,7 +25,10 @@ from gateway.routes import routes
 from gateway.state import Resources
 from shardpay.config import Settings
 from shardpay.domain.errors import ApiError
+from shardpay.resilience import Breaker
 from shardpay.runtime import settle_gc
+from shardpay.services import breakers
+from shardpay.services.methods import PaymentMethods
 from shards.pools import open_shards
 
 
@@ -37,19 +42,27 @@ def _lifespan(settings: Settings) -> Any:
         amqp = BrokerProbe(settings.amqp_url, settings.db_timeout)
         amqp.start()
         try:
+            psp_client = psp.connect(settings)
             async with open_shards(settings) as shards:
                 edge = Edge(client, settings.idempotency_lock_ms, settings.idempotency_cache_s)
                 keys = KeyCache(shards.control)
                 keys.start()
+                own = {op: Breaker(op, cooldown=settings.psp_breaker_cooldown)
+                       for op in ("hosted_session", "payment_method")}  # fmt: skip
+                methods = PaymentMethods(psp_client, own["payment_method"])
                 try:
                     # "Connected", not "not closed": a robust connection is never closed while it retries.
-                    async with open_probe(settings, edge.ping, lambda: amqp.connected.is_set()) as probe:
-                        resources = Resources(settings, shards, edge, keys, amqp, probe)
+                    breakers_now = functools.partial(breakers.read, client)
+                    # A lambda: ``amqp.connected`` is a new event once the broker connects.
+                    rabbitmq_ok = lambda: amqp.connected.is_set()  # noqa: E731
+                    async with open_probe(settings, edge.ping, rabbitmq_ok, breakers_now) as probe:
+                        resources = Resources(settings, shards, edge, keys, amqp, probe, psp_client, own, methods)
                         settle_gc()
                         yield {"resources": resources}
                 finally:
                     await keys.close()
                     await edge.close()
+                    await psp_client.aclose()
         finally:
             await amqp.close()
             await client.aclose()

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from gateway import openapi_psp
 from gateway.http import MAX_BODY
 from idempotency import MAX_KEY_LENGTH
 from shardpay.domain.money import CURRENCIES, MAX_AMOUNT, MIN_AMOUNT
@@ -33,7 +34,8 @@ PRINTABLE_ASCII = "^[!-~]([ -~]*[!-~])?$"
 # status -> (error type, the codes it carries, when it happens)
 ERRORS: dict[int, tuple[str, tuple[str, ...], str]] = {
     400: ("invalid_request_error", ("parameter_invalid", "parameter_missing", "parameter_unknown",
-          "idempotency_key_missing", "currency_mismatch", "invalid_json"), "The request is malformed."),
+          "idempotency_key_missing", "currency_mismatch", "invalid_json", "charge_not_refundable",
+          "amount_too_large", "psp_rejected", "signature_invalid", "webhook_invalid"), "The request is malformed."),
     401: ("authentication_error", ("api_key_invalid",), "The bearer API key is missing or unknown."),
     402: ("payment_error", ("insufficient_funds",), "The source's available balance is too low; nothing moved."),
     404: ("invalid_request_error", ("resource_missing",), "No such object for this merchant."),
@@ -45,7 +47,7 @@ ERRORS: dict[int, tuple[str, tuple[str, ...], str]] = {
     429: ("rate_limit_error", ("rate_limited",), "The API key's rate limit is exhausted."),
     503: (
         "api_error",
-        ("shard_unavailable", "shard_overloaded", "server_overloaded", "dependency_unavailable"),
+        ("shard_unavailable", "shard_overloaded", "server_overloaded", "dependency_unavailable", "psp_unavailable"),
         "A dependency is down or at capacity; retry later with the same key.",
     ),
 }  # fmt: skip
@@ -163,6 +165,20 @@ def operations() -> tuple[Operation, ...]:
                   (402, 404), body="CreateTransfer"),
         Operation("get", "/v1/transfers/{id}", "getTransfer", "A transfer", 200, "Transfer", (404,), (transfer_id,)),
         Operation("get", "/v1/currencies", "listCurrencies", "The supported currencies", 200, "CurrencyList"),
+        Operation("post", "/v1/payments", "createPayment", "Charge a payment method for 1-50 orders", 201, "Payment",
+                  (404,), body="CreatePayment"),
+        Operation("get", "/v1/payments/{id}", "getPayment", "A payment and its orders", 200, "Payment", (404,),
+                  (_path_id("A payment id (pay_...)."),)),
+        Operation("post", "/v1/checkout_sessions", "createCheckoutSession", "A hosted payment page at the PSP", 201,
+                  "CheckoutSession", body="CreateCheckoutSession"),
+        Operation("post", "/v1/payouts", "createPayout", "Pay a wallet's money out to a bank account", 201, "Payout",
+                  (402, 404), body="CreatePayout"),
+        Operation("get", "/v1/payouts/{id}", "getPayout", "A payout", 200, "Payout", (404,),
+                  (_path_id("A payout id (out_...)."),)),
+        Operation("post", "/v1/refunds", "createRefund", "Refund part or all of a payment order", 201, "Refund",
+                  (402, 404), body="CreateRefund"),
+        Operation("get", "/v1/refunds/{id}", "getRefund", "A refund", 200, "Refund", (404,),
+                  (_path_id("A refund id (re_...)."),)),
     )  # fmt: skip
 
 
@@ -189,6 +205,20 @@ def operations_paths() -> Schema:
                           {"200": _plain("Prometheus text format 0.0.4.", "text/plain", {"type": "string"})}),
         "/v1/openapi.json": _open("openapi", "This document",
                                   {"200": _plain("OpenAPI 3.1.", "application/json", {"type": "object"})}),
+        "/v1/webhooks/psp": {"post": {
+            "operationId": "pspWebhook", "summary": "The PSP's signed callback (PSP-Signature; no API key)",
+            "tags": ["webhooks"], "security": [], "parameters": [_ref("parameters", "RequestId")],
+            "requestBody": {"required": True, "content": _json(_ref("schemas", "PspEvent"))},
+            "responses": {
+                "200": _plain("Applied, already applied, or not about anything of shardpay's.", "application/json",
+                              _ref("schemas", "WebhookReceipt")),
+                "400": {"description": "A bad or stale signature: nothing changed.",
+                        "headers": _headers(["X-Request-Id"]), "content": _json(_ref("schemas", "Error400"))},
+                "503": {"description": "A shard is down: the PSP retries.",
+                        "headers": _headers(["X-Request-Id", "Retry-After"]),
+                        "content": _json(_ref("schemas", "Error503"))},
+            },
+        }},
     }  # fmt: skip
 
 
@@ -253,8 +283,9 @@ def response_schemas() -> Schema:
         "EntryList": listing(_ref("schemas", "Entry")),
         "CurrencyList": listing(_object({"code": currency, "minor_unit_digits": {"type": "integer", "minimum": 0}})),
         "Health": _object({"status": {"const": "ok"}}),
-        "Readiness": _object({"status": {"enum": ["ready", "unavailable"]},
-                              "checks": {"type": "object", "additionalProperties": {"type": "boolean"}}}),
+        "Readiness": _object({"status": {"enum": ["ready", "degraded", "unavailable"]},
+                              "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
+                              "details": {"type": "object"}}),
     }  # fmt: skip
 
 
@@ -285,7 +316,8 @@ def components() -> Schema:
         "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": PRINTABLE_ASCII},
     }
     return {
-        "schemas": {"Currency": currency, **request_schemas(), **response_schemas(), **error_schemas()},
+        "schemas": {"Currency": currency, **request_schemas(), **openapi_psp.request_schemas(), **response_schemas(),
+                    **openapi_psp.response_schemas(), **error_schemas()},
         "parameters": {"RequestId": request_id, "IdempotencyKey": key},
         "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "The merchant's API key."}},
     }  # fmt: skip

@@ -13,25 +13,30 @@ def only(params: dict[str, Any], allowed: set[str]) -> None:
         raise ApiError.invalid(unknown[0], f"Received unknown parameter: '{unknown[0]}'.", code="parameter_unknown")
 
 
-def string(params: dict[str, Any], name: str, max_length: int, required: bool = False) -> str | None:
+def string(
+    params: dict[str, Any], name: str, max_length: int, required: bool = False, label: str | None = None
+) -> str | None:
+    """``params[name]`` as a string of at most ``max_length``; errors name it ``label`` (a nested field's full
+    name, ``orders[0][destination]``) or ``name``."""
     value = params.get(name)
+    label = label or name
     if value is None:
         if required:
-            raise ApiError.missing(name)
+            raise ApiError.missing(label)
         return None
     if not isinstance(value, str):
-        raise ApiError.invalid(name, f"'{name}' must be a string, got {value!r}.")
+        raise ApiError.invalid(label, f"'{label}' must be a string, got {value!r:.100}.")
     if required and not value:
-        raise ApiError.missing(name)
+        raise ApiError.missing(label)
     if len(value) > max_length:
-        raise ApiError.invalid(name, f"'{name}' must be at most {max_length} characters, got {len(value)}.")
+        raise ApiError.invalid(label, f"'{label}' must be at most {max_length} characters, got {len(value)}.")
     if "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database
-        raise ApiError.invalid(name, f"'{name}' must not contain NUL (U+0000) characters.")
+        raise ApiError.invalid(label, f"'{label}' must not contain NUL (U+0000) characters.")
     return value
 
 
-def required_string(params: dict[str, Any], name: str, max_length: int) -> str:
-    value = string(params, name, max_length, required=True)
+def required_string(params: dict[str, Any], name: str, max_length: int, label: str | None = None) -> str:
+    value = string(params, name, max_length, required=True, label=label)
     assert value is not None
     return value
 

@@ -86,6 +86,9 @@ class Snapshot:
     control: bool
     redis: bool
     rabbitmq: bool
+    # The PSP's circuit breakers as the executors last published them ({} if none is running, None if Redis
+    # could not say): the PSP being out degrades shardpay, it does not make it unready.
+    psp: dict[str, str] | None = None
 
     def checks(self) -> dict[str, bool]:
         shards = {f"shard_{n}": lag is not None for n, lag in enumerate(self.lags)}
@@ -149,14 +152,20 @@ def _log_unexpected(error: BaseException) -> None:
     sys.stderr.write(orjson.dumps(line).decode() + "\n")
 
 
+async def _nothing() -> None:
+    return None
+
+
 class Probe:
     """The cached, single-flight probe behind /readyz and /metrics (see the module docstring)."""
 
     def __init__(
         self, pools: ProbePools, redis_ok: Callable[[], Awaitable[bool]], rabbitmq_ok: Callable[[], bool],
         period: float = CACHE_PERIOD, timeout: float = PROBE_TIMEOUT,
+        psp: Callable[[], Awaitable[dict[str, str] | None]] | None = None,
     ) -> None:  # fmt: skip
         self._pools = pools
+        self._psp = psp
         self._redis_ok = redis_ok
         self._rabbitmq_ok = rabbitmq_ok
         self._period = period
@@ -187,8 +196,9 @@ class Probe:
         lags = asyncio.gather(*(within(self._timeout, outbox_lag(pool)) for pool in self._pools.shards))
         control = within(self._timeout, answers(self._pools.control))
         redis = within(self._timeout, self._redis_ok())
-        found, control_ok, redis_ok = await asyncio.gather(lags, control, redis)
-        return Snapshot(tuple(found), control_ok is True, redis_ok is True, self._rabbitmq_ok())
+        psp = within(self._timeout, self._psp()) if self._psp is not None else _nothing()
+        found, control_ok, redis_ok, breakers = await asyncio.gather(lags, control, redis, psp)
+        return Snapshot(tuple(found), control_ok is True, redis_ok is True, self._rabbitmq_ok(), breakers)
 
     async def close(self) -> None:
         """Stop a probe in flight (at shutdown, before its pools close)."""
@@ -200,12 +210,15 @@ class Probe:
 
 @contextlib.asynccontextmanager
 async def open_probe(
-    settings: Settings, redis_ok: Callable[[], Awaitable[bool]], rabbitmq_ok: Callable[[], bool]
+    settings: Settings,
+    redis_ok: Callable[[], Awaitable[bool]],
+    rabbitmq_ok: Callable[[], bool],
+    psp: Callable[[], Awaitable[dict[str, str] | None]] | None = None,
 ) -> AsyncIterator[Probe]:
     """The gateway's probe and its pools; at shutdown it stops a probe in flight and closes the pools without
     waiting long on a connection that a stuck probe still holds."""
     pools = [await _probe_pool(dsn) for dsn in (settings.control_dsn, *settings.shard_dsns)]
-    probe = Probe(ProbePools(pools[0], tuple(pools[1:])), redis_ok, rabbitmq_ok)
+    probe = Probe(ProbePools(pools[0], tuple(pools[1:])), redis_ok, rabbitmq_ok, psp=psp)
     try:
         yield probe
     finally:

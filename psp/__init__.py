@@ -14,6 +14,7 @@ from psp.base import (
     Dispute,
     HostedSession,
     InvalidSignature,
+    PaymentMethod,
     Payout,
     Psp,
     PspError,
@@ -28,8 +29,9 @@ from psp.base import (
 from shardpay.config import ConfigError, Settings
 
 __all__ = [
-    "Charge", "Dispute", "HostedSession", "InvalidSignature", "Payout", "Psp", "PspError", "PspMalformed",
-    "PspOutcomeUnknown", "PspRejected", "PspUnavailable", "Refund", "SessionCompleted", "WebhookEvent", "connect",
+    "Charge", "Dispute", "HostedSession", "InvalidSignature", "PaymentMethod", "Payout", "Psp", "PspError",
+    "PspMalformed", "PspOutcomeUnknown", "PspRejected", "PspUnavailable", "Refund", "SessionCompleted", "WebhookEvent",
+    "connect",
 ]  # fmt: skip
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -70,6 +70,14 @@ class HostedSession:
 
 
 @dataclass(frozen=True)
+class PaymentMethod:
+    """A saved card: ``reference`` is that of the hosted session it was made on (None if none)."""
+
+    id: str
+    reference: str | None
+
+
+@dataclass(frozen=True)
 class Charge:
     id: str
     status: ChargeStatus
@@ -141,6 +149,9 @@ class Psp(Protocol):
 
     async def create_hosted_session(self, amount: int, currency: str, return_url: str, reference: str, nonce: str,
                                     *, request_id: str | None = None) -> HostedSession: ...  # fmt: skip
+
+    async def find_payment_method(self, payment_method: str, *, request_id: str | None = None
+                                  ) -> PaymentMethod | None: ...  # fmt: skip
 
     async def charge(self, payment_method: str, amount: int, currency: str, reference: str, key: str,
                      *, request_id: str | None = None) -> Charge: ...  # fmt: skip

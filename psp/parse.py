@@ -11,6 +11,7 @@ from psp.base import (
     Dispute,
     EventObject,
     HostedSession,
+    PaymentMethod,
     Payout,
     PayoutStatus,
     PspMalformed,
@@ -55,6 +56,10 @@ def obj(body: Any) -> dict[str, Any]:
 
 def hosted_session(o: dict[str, Any]) -> HostedSession:
     return HostedSession(_id(o, "id", "hs"), _field(o, "token", str), _field(o, "url", str))
+
+
+def payment_method(o: dict[str, Any]) -> PaymentMethod:
+    return PaymentMethod(_id(o, "id", "pm"), _field(o, "reference", str, True))
 
 
 def charge(o: dict[str, Any]) -> Charge:

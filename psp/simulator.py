@@ -23,6 +23,7 @@ from psp.base import (
     Charge,
     HostedSession,
     InvalidSignature,
+    PaymentMethod,
     Payout,
     Psp,
     PspMalformed,
@@ -116,6 +117,16 @@ class SimulatorPsp:
                                     *, request_id: str | None = None) -> HostedSession:  # fmt: skip
         body = {"amount": amount, "currency": currency, "return_url": return_url, "reference": reference}
         return parse.hosted_session(await self._create("/v1/hosted_sessions", nonce, body, request_id))
+
+    async def find_payment_method(self, payment_method: str, *, request_id: str | None = None
+                                  ) -> PaymentMethod | None:  # fmt: skip
+        response = await self._send("GET", f"/v1/payment_methods/{payment_method}", moves_money=False,
+                                    request_id=request_id)  # fmt: skip
+        if response.status_code == 404:
+            return None
+        if not response.is_success:
+            raise _refusal(response)
+        return parse.payment_method(_json(response))
 
     async def charge(self, payment_method: str, amount: int, currency: str, reference: str, key: str,
                      *, request_id: str | None = None) -> Charge:  # fmt: skip

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pspsim.db import UNREACHABLE
 from pspsim.faults import rolls
-from pspsim.http import REQUEST_ID, SimError, unavailable
+from pspsim.http import REQUEST_ID, SimError, json, unavailable
 from pspsim.protocol import reset
 from pspsim.state import Sim
 
@@ -136,6 +136,11 @@ class CallLayer:
             error = SimError(401, "authentication_error", "api_key_invalid", "Invalid or missing API key.")
             await error.response(rid)(scope, receive, send)
             return "401"
+        if scope["method"] == "POST" and rolls(faults.malformed_rate):
+            await json(200, {"object": "malformed", "detail": "Simulated: not the object asked for."})(
+                scope, receive, send
+            )
+            return "malformed"
         return None
 
 

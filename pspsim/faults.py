@@ -2,7 +2,9 @@
 
 Additions to PSP.md's list, each off or at a harmless default: ``timeout_hold_ms`` (how long an answer under
 ``timeout_after_commit_rate`` is held), ``dispute_after_ms`` (when a 0259 card's charge is disputed),
-``refund_failure_rate`` (a refund fails, for shardpay's ``refund.failed`` path) and
+``refund_failure_rate`` (a refund fails, for shardpay's ``refund.failed`` path), ``malformed_rate`` (a POST is
+answered 200 with a body that is not the object asked for, and nothing is done: a PSP's bug, for shardpay's
+dead-letter path) and
 ``webhook_reorder_window_ms`` (how long events gather before a shuffled window is delivered).
 """
 
@@ -16,7 +18,7 @@ from typing import Any, Protocol
 
 RATES = frozenset({
     "decline_rate", "error_rate", "reset_rate", "timeout_after_commit_rate", "pending_rate",
-    "webhook_drop_rate", "webhook_duplicate_rate", "refund_failure_rate",
+    "webhook_drop_rate", "webhook_duplicate_rate", "refund_failure_rate", "malformed_rate",
 })  # fmt: skip
 DURATIONS = frozenset({
     "latency_ms", "settle_after_ms", "timeout_hold_ms", "webhook_delay_ms", "dispute_after_ms",
@@ -46,6 +48,7 @@ class Faults:
     pending_rate: float = 0.0
     settle_after_ms: float = 1_000.0
     refund_failure_rate: float = 0.0
+    malformed_rate: float = 0.0
     dispute_after_ms: float = 2_000.0
     webhook_drop_rate: float = 0.0
     webhook_duplicate_rate: float = 0.0

@@ -90,6 +90,22 @@ def _lookup(kind: str) -> Callable[[Request], Awaitable[Response]]:
     return lookup
 
 
+async def payment_method(request: Request) -> Response:
+    """A saved card (an addition to PSP.md, as Stripe's GET /v1/payment_methods/{id}): what the merchant may know
+    of it (brand, last4) and the hosted session it came from, with that session's reference."""
+    pm = request.path_params["id"]
+    row = await sim_of(request).pool.fetchrow(
+        "SELECT p.id, p.brand, p.last4, extract(epoch FROM p.created)::bigint AS created, s.id AS session, "
+        "s.reference FROM payment_methods p LEFT JOIN hosted_sessions s ON s.payment_method = p.id WHERE p.id = $1",
+        pm,
+    )
+    if row is None:
+        raise not_found(f"payment method {pm!r}")
+    return json(200, {"id": row["id"], "object": "payment_method", "card": {"brand": row["brand"],
+                      "last4": row["last4"]}, "session": row["session"], "reference": row["reference"],
+                      "created": row["created"]})  # fmt: skip
+
+
 async def settlement(request: Request) -> Response:
     text = request.path_params["day"]
     try:
@@ -114,5 +130,6 @@ ROUTES = [
     _create_or_find("/v1/charges", create_charge, "charge"),
     _create_or_find("/v1/refunds", create_refund, "refund"),
     _create_or_find("/v1/payouts", create_payout, "payout"),
+    Route("/v1/payment_methods/{id}", payment_method, methods=["GET"]),
     Route("/v1/settlements/{day}.csv", settlement, methods=["GET"]),
 ]

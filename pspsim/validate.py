@@ -66,8 +66,16 @@ def printable(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and _PRINTABLE.match(value) is not None
 
 
+URL_LENGTH = 2048  # as browsers and PSPs take them; a return URL often carries the merchant's own query string
+_URL = re.compile(rf"[!-~]{{1,{URL_LENGTH}}}")
+
+
 def return_url(params: dict[str, Any]) -> str:
-    value = text(params, "return_url")
+    value = params.get("return_url")
+    if value is None:
+        raise missing("return_url")
+    if not isinstance(value, str) or _URL.fullmatch(value) is None:
+        raise invalid("return_url", f"'return_url' must be 1..{URL_LENGTH} printable ASCII characters, no spaces.")
     try:
         parts = urlsplit(value)
     except ValueError:  # e.g. an unclosed IPv6 literal

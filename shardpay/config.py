@@ -130,6 +130,14 @@ class Settings:
         default_factory=lambda: _floats({}, "X", DEFAULT_PSP_WEBHOOK_BACKOFF)
     )
     psp_webhook_timeout: float = 5.0
+    executor_poll: float = 0.05
+    psp_lease: float = 30.0
+    psp_sweep_after: float = 60.0
+    psp_sweep_grace: float = 5.0
+    psp_max_attempts: int = 30
+    psp_retry_base: float = 0.5
+    psp_retry_cap: float = 60.0
+    psp_breaker_cooldown: float = 5.0
 
     @property
     def shard_count(self) -> int:
@@ -175,6 +183,14 @@ class Settings:
             tick_linger=env_float(e, "TICK_LINGER", 0.01),
             log_requests=_bool(e, "LOG_REQUESTS", True),
             **_psp(e, pg, db_prefix),
+            executor_poll=env_float(e, "EXECUTOR_POLL", 0.05),
+            psp_lease=env_float(e, "PSP_LEASE", 30.0),
+            psp_sweep_after=env_float(e, "PSP_SWEEP_AFTER", 60.0),
+            psp_sweep_grace=env_float(e, "PSP_SWEEP_GRACE", 5.0),
+            psp_max_attempts=env_int(e, "PSP_MAX_ATTEMPTS", 30, minimum=1),
+            psp_retry_base=env_float(e, "PSP_RETRY_BASE", 0.5),
+            psp_retry_cap=env_float(e, "PSP_RETRY_CAP", 60.0),
+            psp_breaker_cooldown=env_float(e, "PSP_BREAKER_COOLDOWN", 5.0),
         )
 
 

@@ -23,6 +23,7 @@ CHILDREN: dict[str, list[str]] = {
     "recovery": ["recover"],
     # The stand-in for a real PSP (its own database, migrated at its start): shardpay reaches it over HTTP only.
     "psp-sim": ["psp-sim"],
+    "executor": ["execute"],
 }
 GRACE = 10.0
 

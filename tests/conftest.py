@@ -27,6 +27,7 @@ from shardpay.services import wallets
 from shards.control import create_merchant
 from shards.migrate import migrate
 from shards.pools import Shards, open_shards
+from tests.psp_process import SimProcess
 
 # Two test sessions at once (two checkouts, CI beside a developer) must not drop each other's databases.
 TEST_PREFIX = os.environ.get("SHARDPAY_TEST_PREFIX", "shardpay_test")
@@ -60,19 +61,43 @@ def stack_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-async def drop_databases(settings: Settings) -> None:
+async def drop_databases(settings: Settings, *dsns: str) -> None:
+    """Drop the control and shard databases (or just ``dsns``), whoever is connected."""
     admin = await asyncpg.connect(f"{settings.pg_server}/postgres")
     try:
-        for dsn in (settings.control_dsn, *settings.shard_dsns):
+        for dsn in dsns or (settings.control_dsn, *settings.shard_dsns):
             name = dsn.rsplit("/", 1)[1]
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
 
 
+def psp_stack_env(gateway_port: int, **overrides: str) -> dict[str, str]:
+    """The stack's PSP: a simulator of its own (database ``<prefix>_psp_stack``) whose webhooks go to the gateway,
+    and executors that retry, sweep and probe in fractions of a second rather than production's minutes."""
+    port = free_port()
+    return {
+        "SHARDPAY_PSP_PORT": str(port),
+        "SHARDPAY_PSP_URL": f"http://127.0.0.1:{port}",
+        "SHARDPAY_PSP_DSN": f"postgresql://postgres@127.0.0.1:5432/{TEST_PREFIX}_psp_stack",
+        "SHARDPAY_PSP_WEBHOOK_URL": f"http://127.0.0.1:{gateway_port}/v1/webhooks/psp",
+        "SHARDPAY_PSP_WEBHOOK_BACKOFF": "0.2,0.5,1,2,5,10",
+        "SHARDPAY_PSP_TIMEOUT": "2",
+        "SHARDPAY_PSP_LEASE": "5",
+        "SHARDPAY_PSP_SWEEP_AFTER": "2",
+        "SHARDPAY_PSP_SWEEP_GRACE": "1",
+        "SHARDPAY_PSP_RETRY_BASE": "0.1",
+        "SHARDPAY_PSP_RETRY_CAP": "1",
+        "SHARDPAY_PSP_BREAKER_COOLDOWN": "1",
+        "SHARDPAY_EXECUTOR_POLL": "0.02",
+        **overrides,
+    }
+
+
 @pytest.fixture(scope="session")
 def env() -> dict[str, str]:
-    return stack_env(SHARDPAY_PORT=str(free_port()))
+    port = free_port()
+    return stack_env(SHARDPAY_PORT=str(port), **psp_stack_env(port))
 
 
 @pytest.fixture(scope="session")
@@ -119,10 +144,54 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def gateway(migrated: Settings, env: dict[str, str]) -> Iterator[str]:
+def stack_sim(
+    migrated: Settings, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SimProcess]:
+    """The stack's PSP simulator, from a fresh database."""
+    asyncio.run(drop_databases(migrated, migrated.psp_dsn))
+    sim = SimProcess(env, str(tmp_path_factory.mktemp("psp") / "psp-sim.log"))
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(migrated: Settings, env: dict[str, str], stack_sim: SimProcess) -> Iterator[str]:
     proc = start_gateway(env)
     yield f"http://127.0.0.1:{env['SHARDPAY_PORT']}"
     stop_process(proc)
+
+
+class Executor:
+    """``python -m shardpay execute``, restartable, killable."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, **overrides: str) -> None:
+        assert self.proc is None
+        self.proc = subprocess.Popen([sys.executable, "-m", "shardpay", "execute"], env={**self.env, **overrides})
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()  # SIGKILL: no goodbye, work in flight stays claimed until its lease runs out
+        self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def executor(migrated: Settings, env: dict[str, str], stack_sim: SimProcess) -> Iterator[Executor]:
+    """The stack's PSP executor, which a test may kill and start again (it is running when a test starts)."""
+    running = Executor(env)
+    running.start()
+    yield running
+    running.stop()
 
 
 @dataclass(frozen=True)

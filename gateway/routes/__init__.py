@@ -26,7 +26,7 @@ def route(path: str, endpoint: Endpoint | guard.WriteEndpoint, method: str) -> R
 
 
 def routes() -> list[Route]:
-    from gateway.routes import ops, transfers, wallets
+    from gateway.routes import ops, payments, payouts, transfers, wallets, webhooks
 
     # Matched in order: the busiest route first.
-    return [*transfers.ROUTES, *wallets.ROUTES, *ops.ROUTES]
+    return [*transfers.ROUTES, *wallets.ROUTES, *payments.ROUTES, *webhooks.ROUTES, *payouts.ROUTES, *ops.ROUTES]

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import guard, http, metrics, openapi
-from gateway.probes import OutboxLag
+from gateway.probes import OutboxLag, Snapshot
 from gateway.routes import route
 from gateway.state import Resources, resources
 from shardpay.domain.money import CURRENCIES
@@ -24,11 +24,24 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Every shard, the control DB, Redis and RabbitMQ, as this process's last probe saw them (gateway.probes)."""
-    checks = (await resources(request).probe.snapshot()).checks()
+    """Every shard, the control DB, Redis and RabbitMQ, as this process's last probe saw them (gateway.probes);
+    and, in ``details``, the PSP's circuit breakers: any not closed makes the status 'degraded' (still 200:
+    transfers keep working, and payments wait in 'processing')."""
+    res = resources(request)
+    snapshot = await res.probe.snapshot()
+    checks = snapshot.checks()
+    psp = psp_breakers(res, snapshot)
     ready = all(checks.values())
-    body = orjson.dumps({"status": "ready" if ready else "unavailable", "checks": checks})
+    status = "unavailable" if not ready else "degraded" if set(psp.values()) - {"closed"} else "ready"
+    body = orjson.dumps({"status": status, "checks": checks, "details": {"psp": psp}})
     return http.json_response(200 if ready else 503, body, None if ready else {"Retry-After": "1"})
+
+
+def psp_breakers(res: Resources, snapshot: Snapshot) -> dict[str, str]:
+    """Each PSP operation's breaker, worst first: the executors' (as published) and this process's own."""
+    found = dict(snapshot.psp or {})
+    found.update((name, breaker.state.value) for name, breaker in res.psp_breakers.items())
+    return found
 
 
 @dataclass(frozen=True)
@@ -57,11 +70,26 @@ class ShardFamilies:
         return [up, rows, age]
 
 
+@dataclass(frozen=True)
+class BreakerFamilies:
+    """The PSP's circuit breakers, per operation: 0 closed, 1 half open, 2 open."""
+
+    states: dict[str, str]
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("shardpay_psp_breaker_state", "PSP circuit breaker: 0 closed, 1 half open, 2 open",
+                                   labels=["operation"])  # fmt: skip
+        for operation, state in sorted(self.states.items()):
+            family.add_metric([operation], {"closed": 0, "half_open": 1, "open": 2}[state])
+        return [family]
+
+
 async def metrics_endpoint(request: Request) -> Response:
     res = resources(request)
     _update_pools(res)
-    lags = (await res.probe.snapshot()).lags
-    body = metrics.exposition() + generate_latest(ShardFamilies(lags))
+    snapshot = await res.probe.snapshot()
+    body = (metrics.exposition() + generate_latest(ShardFamilies(snapshot.lags))
+            + generate_latest(BreakerFamilies(psp_breakers(res, snapshot))))  # fmt: skip
     return Response(body, media_type="text/plain; version=0.0.4")
 
 

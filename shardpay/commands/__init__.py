@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shardpay.commands import events, keys, ledger, merchants, ops, psp
+from shardpay.commands import events, keys, ledger, merchants, ops, payments, psp
 
 
 def register(sub: Any) -> None:
-    for module in (ops, merchants, keys, ledger, events, psp):
+    for module in (ops, merchants, keys, ledger, events, psp, payments):
         module.register(sub)

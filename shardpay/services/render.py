@@ -61,3 +61,68 @@ def entry(row: asyncpg.Record, wallet_id: str) -> dict[str, Any]:
         "memo": row["memo"],
         "created": row["created"],
     }
+
+
+def payment_order(row: Row, status: str | None = None, failure_code: str | None = None) -> dict[str, Any]:
+    """An order from its row (or, before it is placed, from the payment's copy of it)."""
+    return {
+        "id": row["id"],
+        "object": "payment_order",
+        "payment": row["payment_id"],
+        "destination": row["destination"],
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "reference": row["reference"],
+        "status": status or row.get("status", "processing"),
+        "failure_code": failure_code if status else row.get("failure_code"),
+        "amount_refunded": row.get("refunded", 0),
+        "created": row["created"],
+    }
+
+
+def payment(row: Row, orders: list[dict[str, Any]]) -> dict[str, Any]:
+    """A payment; its status follows its orders (``payment_status``)."""
+    return {
+        "id": row["id"],
+        "object": "payment",
+        "payment_method": row["payment_method"],
+        "status": payment_status([order["status"] for order in orders]),
+        "orders": orders,
+        "created": row["created"],
+    }
+
+
+def payment_status(order_statuses: list[str]) -> str:
+    if "processing" in order_statuses:
+        return "processing"
+    succeeded = order_statuses.count("succeeded")
+    if succeeded == len(order_statuses):
+        return "succeeded"
+    return "failed" if succeeded == 0 else "partially_failed"
+
+
+def payout(row: Row, status: str | None = None, failure_code: str | None = None) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "object": "payout",
+        "source": row["source"],
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "destination": row["destination"],
+        "status": status or row["status"],
+        "failure_code": failure_code if status else row["failure_code"],
+        "created": row["created"],
+    }
+
+
+def refund(row: Row, status: str | None = None, failure_code: str | None = None) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "object": "refund",
+        "payment_order": row["payment_order"],
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "status": status or row["status"],
+        "failure_code": failure_code if status else row["failure_code"],
+        "created": row["created"],
+    }

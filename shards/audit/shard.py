@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from shards.audit import money_io
 from shards.audit.model import CAP, Findings, Money, ShardView
 
 # (saga_state or '', status) pairs a transfer may be in.
@@ -77,6 +78,7 @@ async def scan_shard(index: int, conn: asyncpg.Connection, findings: Findings) -
         states = await conn.fetch(_TRANSFER_STATES)
         inbound = await conn.fetch(_INBOUND_STATES)
         bad_states = await _bad_states(conn, states)
+        money_io_row = await money_io.scan(index, conn, findings)
     assert ledger is not None
     _check_ledger(index, ledger, triggers, findings)
     findings.add_sample("saga_status", index, sum(r["n"] for r in states if _bad_state(r)), bad_states)
@@ -86,6 +88,7 @@ async def scan_shard(index: int, conn: asyncpg.Connection, findings: Findings) -
     )  # fmt: skip
     view = _view(index, ledger["totals"])
     _check_system_accounts(view, states, inbound, findings)
+    money_io.check_accounts(view, money_io_row, findings)
     return view
 
 

@@ -55,7 +55,7 @@ def _writes() -> list[tuple[str, list[str]]]:
         for method, operation in item.items():
             if method == "post" and "requestBody" in operation:
                 ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-                writes.append((path, list(schemas[ref.rsplit("/", 1)[1]]["properties"])))
+                writes.append((path, list(schemas[ref.rsplit("/", 1)[1]].get("properties", {}))))
     assert writes, "the document lists no writes"
     return writes
 

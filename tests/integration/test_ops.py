@@ -87,7 +87,11 @@ async def test_healthz_and_readyz_on_the_normal_stack(gateway: str) -> None:
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     assert ready.status_code == 200, ready.text
     expected = {*(f"shard_{n}" for n in range(SHARDS)), "control", "redis", "rabbitmq"}
-    assert ready.json() == {"status": "ready", "checks": dict.fromkeys(expected, True)}
+    body = ready.json()
+    assert (body["status"], body["checks"]) == ("ready", dict.fromkeys(expected, True))
+    # The PSP's breakers: this process's own, and the executors' if any runs; all closed.
+    assert {"hosted_session", "payment_method"} <= set(body["details"]["psp"])
+    assert set(body["details"]["psp"].values()) == {"closed"}
 
 
 async def test_request_ids_are_echoed_or_made(client: httpx.AsyncClient) -> None:

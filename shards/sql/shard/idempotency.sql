@@ -23,3 +23,17 @@ BEGIN
         outcome := 'replay'; status := rec.status; body := rec.body;
     END IF;
 END $$;
+
+-- A response stored under its key with nothing else in its transaction (a write whose effect lives outside the
+-- shards, such as a checkout session registered at the PSP). Outcomes: 'applied', or sp_idempotent_replay's.
+CREATE OR REPLACE FUNCTION sp_store_response(p_merchant text, p_key text, p_fingerprint text, p_status integer,
+                                             p_body text, OUT outcome text, OUT status integer, OUT body text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT r.outcome, r.status, r.body INTO outcome, status, body
+    FROM sp_idempotent_replay(p_merchant, p_key, p_fingerprint) r;
+    IF outcome IS NOT NULL THEN RETURN; END IF;
+    INSERT INTO idempotency_keys (merchant_id, key, fingerprint, status, body)
+    VALUES (p_merchant, p_key, p_fingerprint, p_status, p_body);
+    outcome := 'applied'; status := p_status; body := p_body;
+END $$;

@@ -29,8 +29,9 @@ BURST = 150  # A's events all at once, then one of A's and one of B's every 0.25
 WAVES = 12
 # B's slowest webhook, measured here: 23.7-24.6 s before merchants had lanes (one pool of 128 connections shared,
 # whose wait counted against the timeout; 4 batches in flight, each waiting for all its POSTs); 4.3 s with the
-# consumer's window widened alone (64 messages and batches) and the pool still shared; 0.2 s with lanes.
-BOUND = 1.0
+# consumer's window widened alone (64 messages and batches) and the pool still shared; 0.2 s with lanes, and once
+# over 1 s in a full suite on 2 busy cores. The bound sits between that and the half-fix.
+BOUND = 3.0
 
 
 @pytest.fixture

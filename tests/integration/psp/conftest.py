@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ import psp
 from psp.base import Psp
 from shardpay.config import Settings
 from tests.conftest import TEST_PREFIX, free_port, stack_env
+from tests.psp_process import SimProcess
 
 
 @dataclass
@@ -99,41 +98,6 @@ class Receiver:
                 writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok".encode())
                 await writer.drain()
         writer.close()
-
-
-class SimProcess:
-    """``python -m shardpay psp-sim`` with its stdout in a file (the JSON log lines), restartable."""
-
-    def __init__(self, env: dict[str, str], log_path: str) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.url = f"http://127.0.0.1:{env['SHARDPAY_PSP_PORT']}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "shardpay", "psp-sim"], env=self.env, stdout=log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"psp-sim exited with {self.proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/sim/faults", timeout=0.5).status_code == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("psp-sim did not start within 30 s")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
 
 
 @pytest.fixture(scope="session")
