@@ -130,7 +130,7 @@ class Settings:
         default_factory=lambda: _floats({}, "X", DEFAULT_PSP_WEBHOOK_BACKOFF)
     )
     psp_webhook_timeout: float = 5.0
-    executor_poll: float = 0.05
+    executor_poll: float = 1.0
     psp_lease: float = 30.0
     psp_sweep_after: float = 60.0
     psp_sweep_grace: float = 5.0
@@ -183,7 +183,7 @@ class Settings:
             tick_linger=env_float(e, "TICK_LINGER", 0.01),
             log_requests=_bool(e, "LOG_REQUESTS", True),
             **_psp(e, pg, db_prefix),
-            executor_poll=env_float(e, "EXECUTOR_POLL", 0.05),
+            executor_poll=env_float(e, "EXECUTOR_POLL", 1.0),
             psp_lease=env_float(e, "PSP_LEASE", 30.0),
             psp_sweep_after=env_float(e, "PSP_SWEEP_AFTER", 60.0),
             psp_sweep_grace=env_float(e, "PSP_SWEEP_GRACE", 5.0),

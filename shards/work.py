@@ -69,9 +69,12 @@ async def replay(pool: asyncpg.Pool, work_id: str | None) -> list[str]:
     """Put dead-lettered work back (one id, or every one when None): due now, its attempts counted afresh, and
     'unknown' so that its first step asks the PSP what became of any earlier call. Work that is not dead (or no
     longer exists, because it finished) is left alone: replaying twice is harmless."""
-    rows = await pool.fetch(
-        "UPDATE psp_work SET dead_reason = NULL, attempts = 0, next_attempt_at = now(), psp_state = 'unknown', "
-        "updated_at = now() WHERE dead_reason IS NOT NULL AND ($1::text IS NULL OR id = $1) RETURNING id",
-        work_id,
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "UPDATE psp_work SET dead_reason = NULL, attempts = 0, next_attempt_at = now(), psp_state = 'unknown', "
+            "updated_at = now() WHERE dead_reason IS NOT NULL AND ($1::text IS NULL OR id = $1) RETURNING id",
+            work_id,
+        )
+        if rows:
+            await conn.execute("SELECT pg_notify('psp_work', '')")  # the executors, at commit
     return [r["id"] for r in rows]

@@ -34,6 +34,7 @@ from shardpay.domain.errors import ApiError
 from shardpay.resilience import Breaker, State, full_jitter
 from shardpay.services import breakers, sweeper
 from shardpay.services.psp_work import KINDS, Kind, Outcome
+from shardpay.services.wakeups import Wakeups
 from shards import work
 from shards.errors import TRANSIENT
 from shards.pools import Shards
@@ -55,14 +56,21 @@ class Executor:
         self._slots = concurrency
         self._free = concurrency
         self._tasks: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
+        self._wakeups = Wakeups(settings.shard_dsns, settings.db_timeout)
+        self._more: set[int] = set()  # shards whose last claim was full: more may be due there
 
     async def run(self, stop: asyncio.Event) -> None:
         loops = [self._shard_loop(shard, stop) for shard in range(len(self.shards.pools))]
+        stopping = asyncio.ensure_future(self._wake_on(stop))
         try:
-            await asyncio.gather(*loops, sweeper.run(self.shards, self.settings, stop))
+            await asyncio.gather(*loops, sweeper.run(self.shards, self.settings, stop), self._wakeups.run(stop))
         finally:
+            stopping.cancel()
             await self._drain()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wakeups.wake_all()
 
     async def _shard_loop(self, shard: int, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -76,8 +84,7 @@ class Executor:
             for item in claimed:
                 self._start(shard, item)
             if not claimed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.executor_poll)
+                await self._wakeups.wait(shard, self.settings.executor_poll)
 
     async def _claim(self, shard: int) -> list[Claimed]:
         """Due work of this shard, as much as there are free slots and breakers allow."""
@@ -106,6 +113,10 @@ class Executor:
         finally:
             self._free += want
         self._free -= len(claimed)
+        if len(claimed) == want:
+            self._more.add(shard)
+        else:
+            self._more.discard(shard)
         return claimed
 
     def _start(self, shard: int, item: Claimed) -> None:
@@ -116,6 +127,8 @@ class Executor:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._free += 1
+        for shard in self._more:  # a free slot: due work that did not fit may be claimed now
+            self._wakeups.wake(shard)
 
     async def _drain(self) -> None:
         # Work in flight finishes (its lease would make it wait otherwise), within the supervisor's grace.

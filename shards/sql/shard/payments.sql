@@ -62,6 +62,9 @@ BEGIN
         INSERT INTO psp_work (id, kind) SELECT ins.id, 'charge' FROM ins
     )
     SELECT count(*) INTO placed FROM ins;
+    IF placed > 0 THEN
+        PERFORM pg_notify('psp_work', '');  -- wakes the executors at commit (shardpay/services/wakeups.py)
+    END IF;
     RETURN placed;
 END $$;
 

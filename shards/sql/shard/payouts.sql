@@ -31,6 +31,7 @@ BEGIN
     VALUES (p_id, p_merchant, p_source, p_amount, p_currency, p_destination, 'processing', p_key, p_request_id,
             p_created);
     INSERT INTO psp_work (id, kind) VALUES (p_id, 'payout');
+    PERFORM pg_notify('psp_work', '');  -- wakes the executors at commit (shardpay/services/wakeups.py)
     INSERT INTO outbox (event_id, merchant_id, type, body) VALUES (p_event_id, p_merchant, 'payout.created', p_event_body);
     INSERT INTO idempotency_keys (merchant_id, key, fingerprint, status, body)
     VALUES (p_merchant, p_key, p_fingerprint, 201, p_body);

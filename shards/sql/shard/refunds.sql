@@ -40,6 +40,7 @@ BEGIN
     VALUES (p_id, p_merchant, p_order, o.destination, r_amount, o.currency, 'processing', p_key, p_request_id,
             p_created);
     INSERT INTO psp_work (id, kind) VALUES (p_id, 'refund');
+    PERFORM pg_notify('psp_work', '');  -- wakes the executors at commit (shardpay/services/wakeups.py)
     body := jsonb_set(jsonb_set(p_body::jsonb, '{amount}', to_jsonb(r_amount)), '{currency}', to_jsonb(o.currency))::text;
     INSERT INTO outbox (event_id, merchant_id, type, body)
     VALUES (p_event_id, p_merchant, 'refund.created',

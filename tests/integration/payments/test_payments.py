@@ -3,6 +3,9 @@ order charged once and credited once, the payment's status following its orders.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import httpx
 
 from shardpay.config import Settings
@@ -40,3 +43,22 @@ async def test_a_declined_card_fails_its_orders_and_moves_nothing(
     assert (await wallet(client, target))[("available")] == 0
     assert (await wallet(client, target))["pending"] == 0
     await audit_clean(settings)
+
+
+async def test_queued_work_wakes_an_idle_executor_at_once(
+    client: httpx.AsyncClient, shards: Shards, executor: Executor, env: dict[str, str]
+) -> None:
+    """With polling every 30 s, only the notification the queueing transaction sends can wake the executor."""
+    target = await new_wallet(client, shards)
+    method = await payment_method(client)
+    executor.stop()
+    executor.start(SHARDPAY_EXECUTOR_POLL="30")
+    try:
+        await asyncio.sleep(2.0)  # listening on every shard, and past its first poll
+        started = time.monotonic()
+        created = await pay(client, method, order(target, 11))
+        done = await final(client, f"/v1/payments/{created['id']}", within=10)
+        assert done["status"] == "succeeded" and time.monotonic() - started < 5
+    finally:
+        executor.stop()
+        executor.start()
