@@ -27,6 +27,7 @@ from events import broker, pack, topology
 from events.backoff import Backoff, sleep_or_stop
 from events.envelope import Event, InvalidEvent, parse
 from events.logs import emit
+from shardpay import tracing
 from shardpay.config import Settings
 from shards.batcher import Batcher
 
@@ -131,7 +132,9 @@ async def _process(
     message: AbstractIncomingMessage,
 ) -> None:  # fmt: skip
     bodies = pack.unpack(message)
+    started = time.time_ns()
     outcomes = await _submit(batcher, message, bodies)
+    _trace(spec, message, bodies, outcomes, started)
     retry = [o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, InvalidEvent)]
     if retry:  # the whole message goes again; its other events are idempotent
         emit("consumer.retry_later", consumer=spec.name, message_id=message.message_id, error=type(retry[0]).__name__)
@@ -151,6 +154,22 @@ async def _process(
         tally.add("unsettled")  # the channel is gone: the broker gives the whole pack again
         return
     await _settle(message.ack(), tally, "acked")
+
+
+def _trace(spec: ConsumerSpec, message: AbstractIncomingMessage, bodies: list[bytes], outcomes: list[Outcome],
+           started: int) -> None:  # fmt: skip
+    """A span per event, in its request's trace, linked to the relay's publish of the message."""
+    if not tracing.enabled():
+        return
+    ended, links = time.time_ns(), tracing.link_from(message.headers)
+    for body, outcome in zip(bodies, outcomes, strict=True):
+        try:
+            event = parse(body)
+        except InvalidEvent:
+            continue
+        tracing.record(f"consume {spec.name}", event.request_id, started, ended, links, **{
+            "event.id": event.id, "event.type": event.type,
+            "outcome": "done" if outcome is None else type(outcome).__name__})  # fmt: skip
 
 
 async def _submit(

@@ -19,6 +19,7 @@ class Event:
     merchant: str
     created: int
     obj: dict[str, Any]
+    request_id: str | None = None  # the request that made it: its trace (shardpay.tracing)
 
 
 def parse(body: bytes) -> Event:
@@ -31,7 +32,9 @@ def parse(body: bytes) -> Event:
     created = raw.get("created")
     if isinstance(created, bool) or not isinstance(created, int):
         raise InvalidEvent("event has no integer 'created'")
-    return Event(_text(raw, "id"), _text(raw, "type"), _text(raw, "merchant"), created, obj)
+    request_id = raw.get("request_id")
+    return Event(_text(raw, "id"), _text(raw, "type"), _text(raw, "merchant"), created, obj,
+                 request_id if isinstance(request_id, str) else None)  # fmt: skip
 
 
 def _load(body: bytes) -> dict[str, Any]:

@@ -13,11 +13,14 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
+import orjson
+from opentelemetry.trace import Link, SpanKind
 
 from events import db, outbox, pack, topology
 from events.backoff import Backoff, sleep_or_stop
 from events.logs import emit
 from events.publisher import Publisher, PublishFailed
+from shardpay import tracing
 from shardpay.config import Settings
 
 
@@ -48,12 +51,25 @@ async def run_relay(settings: Settings, stop: asyncio.Event, options: RelayOptio
     emit("relay.stopped", published=sum(relay.published for relay in relays))
 
 
+MAX_LINKS = 64  # requests a publish span links to (a pack carries up to 500 events)
+
+
+def _links(rows: list[asyncpg.Record]) -> list[Link]:
+    if not tracing.enabled():
+        return []
+    found = [orjson.loads(row["body"]).get("request_id") for row in rows[:MAX_LINKS]]
+    return [tracing.link_to(rid) for rid in found if isinstance(rid, str)]
+
+
 async def relay_batch(pool: asyncpg.Pool, publisher: Publisher, limit: int) -> int:
     """Publish up to ``limit`` of a shard's oldest unpublished rows and mark them once all are confirmed."""
     async with pool.acquire() as conn, conn.transaction():
         rows = await outbox.claim(conn, limit)
         if rows:
-            await publisher.publish([(pack.ROUTING_KEY, pack.pack_message(rows))])
+            with tracing.span("relay publish", kind=SpanKind.PRODUCER, links=_links(rows), events=len(rows)):
+                message = pack.pack_message(rows)
+                tracing.inject(message.headers)
+                await publisher.publish([(pack.ROUTING_KEY, message)])
             await outbox.mark_published(conn, [row["seq"] for row in rows])
     return len(rows)
 

@@ -23,6 +23,7 @@ from gateway.middleware import RequestContext
 from gateway.probes import open_probe
 from gateway.routes import routes
 from gateway.state import Resources
+from shardpay import tracing
 from shardpay.config import Settings
 from shardpay.domain.errors import ApiError
 from shardpay.resilience import Breaker
@@ -39,6 +40,7 @@ def _lifespan(settings: Settings) -> Any:
             settings.redis_url, socket_timeout=settings.redis_timeout,
             socket_connect_timeout=settings.redis_timeout, max_connections=256,
         )  # fmt: skip
+        tracing.configure(settings.otlp_endpoint, "shardpay-gateway")
         amqp = BrokerProbe(settings.amqp_url, settings.db_timeout)
         amqp.start()
         try:
@@ -66,6 +68,7 @@ def _lifespan(settings: Settings) -> Any:
         finally:
             await amqp.close()
             await client.aclose()
+            tracing.shutdown()
 
     return lifespan
 

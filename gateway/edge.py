@@ -22,10 +22,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from opentelemetry.trace import SpanKind
 
 import idempotency
 import ratelimit
 from idempotency import Begin, State, Stored
+from shardpay import tracing
 from shards.batcher import Batcher
 
 # Everything that means "Redis cannot do this now": a lost connection or a timeout, and also any error reply
@@ -156,7 +158,8 @@ class Edge:
             return None, None
         keys = [ratelimit.bucket_key(bucket), idempotency.redis_key(merchant_id, key), idempotency.tombstone(token)]
         try:
-            reply = await self._calls.submit((self._write, keys, [rate, burst, token, self._lock_ms]))
+            with tracing.span("redis rate limit + lock", kind=SpanKind.CLIENT):
+                reply = await self._calls.submit((self._write, keys, [rate, burst, token, self._lock_ms]))
             begin = Begin.from_reply(reply[1], token) if len(reply) > 1 else None
             return reply[0], begin
         except _UNREADABLE:
@@ -168,7 +171,8 @@ class Edge:
         if not self.available:
             return None
         try:
-            return await self._calls.submit((self._read, [ratelimit.bucket_key(bucket)], [rate, burst]))
+            with tracing.span("redis rate limit", kind=SpanKind.CLIENT):
+                return await self._calls.submit((self._read, [ratelimit.bucket_key(bucket)], [rate, burst]))
         except REDIS_ERRORS:
             self._went_down()
             return None
@@ -184,7 +188,8 @@ class Edge:
         assert begin.state is State.ACQUIRED, begin
         value = stored.encode() if stored is not None else b""
         try:
-            await self._calls.submit((self._finish, [redis_key], [begin.token, value, self._cache_s]))
+            with tracing.span("redis finish", kind=SpanKind.CLIENT):
+                await self._calls.submit((self._finish, [redis_key], [begin.token, value, self._cache_s]))
         except REDIS_ERRORS:
             self._went_down()
             self._releases.add(redis_key, begin.token)

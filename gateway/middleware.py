@@ -3,22 +3,36 @@ request, and the 500 guard."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 import traceback
+from typing import Any
 
 import orjson
+from opentelemetry.trace import SpanKind
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import http, metrics
 from gateway.logs import log
+from shardpay import tracing
 from shardpay.domain.errors import ApiError
 
 # Past ``max_requests`` in flight in this worker (SHARDPAY_MAX_REQUESTS), a request is answered at once rather than
 # queued behind the others: memory stays bounded, and the client retries with its key. /healthz is still answered
 # (the process is alive, only busy); /readyz is not, so a load balancer sends the traffic elsewhere.
 _BUSY = ApiError.unavailable("server_overloaded", "The server is at capacity; retry with the same key.")
+
+
+def _request_span(scope: Scope, rid: str) -> contextlib.AbstractContextManager[Any]:
+    """The request's span, in the trace its request id makes; a caller's own traceparent becomes a link."""
+    if not tracing.enabled():
+        return contextlib.nullcontext()
+    carried = tracing.link_from({"traceparent": http.header(scope, b"traceparent")} if http.header(
+        scope, b"traceparent") else None)  # fmt: skip
+    return tracing.span(f"{scope['method']} {scope['path']}", request_id=rid, kind=SpanKind.SERVER, links=carried,
+                        **{"http.request.method": scope["method"]})  # fmt: skip
 
 
 def _request_id(scope: Scope) -> str:
@@ -65,6 +79,8 @@ class RequestContext:
             await send(message)
 
         self.inflight += 1
+        request_span = _request_span(scope, rid)
+        traced = request_span.__enter__()
         try:
             if self.max_requests is not None and self.inflight > self.max_requests and scope["path"] != "/healthz":
                 raise _BUSY
@@ -84,11 +100,16 @@ class RequestContext:
                 await http.json_response(500, orjson.dumps(body))(scope, receive, tagged)
         finally:
             self.inflight -= 1
+            if traced is not None:
+                traced.set_attribute("http.route", scope.get(http.ROUTE, "unmatched"))
+                traced.set_attribute("http.response.status_code", status)
+            request_span.__exit__(None, None, None)
             self._record(scope, rid, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, rid: str, status: int, seconds: float) -> None:
         route = scope.get(http.ROUTE, "unmatched")
         metrics.observe(scope["method"], route, status, seconds)
         if self.log_requests:
+            traced = {"trace_id": tracing.trace_id_hex(rid)} if tracing.enabled() else {}
             log("request", request_id=rid, merchant=scope.get(http.MERCHANT), method=scope["method"], route=route,
-                status=status, duration_ms=round(seconds * 1000, 2))  # fmt: skip
+                status=status, duration_ms=round(seconds * 1000, 2), **traced)  # fmt: skip

@@ -45,7 +45,8 @@ APPLICATION_NAME = "shardpay-probe"
 # skipped by rolled-back inserts, and rows published out of order, count too) where count(*) read every row.
 OUTBOX_LAG = """
 SELECT (SELECT max(seq) FROM outbox) AS last_seq, oldest.seq AS first_seq,
-       coalesce(extract(epoch FROM now() - oldest.created_at), 0)::float8 AS oldest_age
+       coalesce(extract(epoch FROM now() - oldest.created_at), 0)::float8 AS oldest_age,
+       (SELECT count(*) FROM psp_work WHERE dead_reason IS NOT NULL) AS dead_letters
 FROM (SELECT) AS here
 LEFT JOIN LATERAL (
     SELECT seq, created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1
@@ -59,6 +60,9 @@ class OutboxLag:
 
     unpublished: int
     oldest_age: float
+    # The shard's dead-lettered PSP work, read in the same round trip (the partial index psp_work_dead: it costs
+    # what there is to count, nothing when the queue is healthy).
+    dead_letters: int = 0
 
 
 async def outbox_lag(pool: asyncpg.Pool) -> OutboxLag:
@@ -68,9 +72,10 @@ async def outbox_lag(pool: asyncpg.Pool) -> OutboxLag:
     async with pool.acquire(timeout=PROBE_TIMEOUT) as conn:
         row = await conn.fetchrow(OUTBOX_LAG)
     assert row is not None
+    dead = int(row["dead_letters"])
     if row["first_seq"] is None:
-        return OutboxLag(0, 0.0)
-    return OutboxLag(int(row["last_seq"]) - int(row["first_seq"]) + 1, float(row["oldest_age"]))
+        return OutboxLag(0, 0.0, dead)
+    return OutboxLag(int(row["last_seq"]) - int(row["first_seq"]) + 1, float(row["oldest_age"]), dead)
 
 
 async def answers(pool: asyncpg.Pool) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
+from opentelemetry.trace import SpanKind
 
 from events.signing import verify
 from psp import parse
@@ -33,6 +34,7 @@ from psp.base import (
     Refund,
     WebhookEvent,
 )  # fmt: skip
+from shardpay import tracing
 from shardpay.config import Settings
 
 SIGNATURE_HEADER = "PSP-Signature"
@@ -90,8 +92,10 @@ class SimulatorPsp:
         if content is not None:
             headers["Content-Type"] = "application/json"
         try:
-            async with asyncio.timeout(self._timeout):
-                return await self._http.request(method, path, content=content, params=query, headers=headers)
+            with tracing.span(f"psp {method} {path}", kind=SpanKind.CLIENT, method=method):
+                tracing.inject(headers)
+                async with asyncio.timeout(self._timeout):
+                    return await self._http.request(method, path, content=content, params=query, headers=headers)
         except _NOT_SENT as exc:
             raise PspUnavailable(f"the PSP is unreachable: {exc.__class__.__name__}") from exc
         except (httpx.HTTPError, TimeoutError) as exc:

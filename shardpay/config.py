@@ -131,6 +131,7 @@ class Settings:
     )
     psp_webhook_timeout: float = 5.0
     executor_poll: float = 1.0
+    otlp_endpoint: str | None = None
     psp_lease: float = 30.0
     psp_sweep_after: float = 60.0
     psp_sweep_grace: float = 5.0
@@ -184,6 +185,7 @@ class Settings:
             log_requests=_bool(e, "LOG_REQUESTS", True),
             **_psp(e, pg, db_prefix),
             executor_poll=env_float(e, "EXECUTOR_POLL", 1.0),
+            otlp_endpoint=_raw(e, "OTLP_ENDPOINT", "").strip() or None,
             psp_lease=env_float(e, "PSP_LEASE", 30.0),
             psp_sweep_after=env_float(e, "PSP_SWEEP_AFTER", 60.0),
             psp_sweep_grace=env_float(e, "PSP_SWEEP_GRACE", 5.0),

@@ -19,6 +19,7 @@ from functools import partial
 
 import asyncpg
 
+from shardpay import tracing
 from shards import ledger
 from shards.batcher import Batcher, shard_overloaded
 
@@ -29,6 +30,7 @@ LINGER_AFTER = 8
 
 class ShardTick:
     def __init__(self, shard: int, pool: asyncpg.Pool, linger: float = 0.0, queue_limit: int = 2_000) -> None:
+        self._shard = shard
         self._pool = pool
         self._batcher: Batcher[ledger.Step, ledger.Done] = Batcher(
             partial(ledger.tick, pool), self._alone, partial(shard_overloaded, shard), MAX_STEPS,
@@ -39,29 +41,34 @@ class ShardTick:
         """A step whose tick failed (say, a duplicate key racing past Redis) gets its own transaction."""
         return (await ledger.tick(self._pool, [step]))[0]
 
+    async def _submit(self, step: ledger.Step, bounded: bool = True) -> ledger.Done:
+        """The step in the shard's next tick: one span per request's step (waiting for its tick and the tick)."""
+        with tracing.span(f"tick {type(step).__name__}", shard=self._shard):
+            return await self._batcher.submit(step, bounded)
+
     async def claim(self, claim: ledger.Claim) -> str:
         """'claimed' (the key is this request's) or 'key_reused'."""
-        result = await self._batcher.submit(claim)
+        result = await self._submit(claim)
         assert isinstance(result, str)
         return result
 
     async def lookup(self, wallet_id: str) -> ledger.Found:
-        found = await self._batcher.submit(ledger.Lookup(wallet_id))
+        found = await self._submit(ledger.Lookup(wallet_id))
         assert isinstance(found, ledger.Found)
         return found
 
     async def open(self, transfer: ledger.OpenTransfer) -> ledger.Applied:
-        applied = await self._batcher.submit(transfer)
+        applied = await self._submit(transfer)
         assert isinstance(applied, ledger.Applied)
         return applied
 
     async def credit(self, leg: ledger.Inbound) -> str:
-        result = await self._batcher.submit(leg, bounded=False)
+        result = await self._submit(leg, bounded=False)
         assert isinstance(result, str)
         return result
 
     async def finish(self, leg: ledger.Finish) -> str:
-        result = await self._batcher.submit(leg, bounded=False)
+        result = await self._submit(leg, bounded=False)
         assert isinstance(result, str)
         return result
 

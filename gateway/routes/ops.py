@@ -62,12 +62,20 @@ class ShardFamilies:
             "shardpay_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished outbox row (0 if none)",
             labels=["shard"],
         )  # fmt: skip
+        dead = GaugeMetricFamily("shardpay_psp_dead_letters", "PSP work dead-lettered on the shard (shardpay dlq)",
+                                 labels=["shard"])  # fmt: skip
         for shard, lag in enumerate(self.lags):
             up.add_metric([str(shard)], 0 if lag is None else 1)
             if lag is not None:
                 rows.add_metric([str(shard)], lag.unpublished)
                 age.add_metric([str(shard)], lag.oldest_age)
-        return [up, rows, age]
+                dead.add_metric([str(shard)], lag.dead_letters)
+        # Filled where a shard has read replicas (SHARDPAY_SHARD_REPLICA_DSNS); declared everywhere, so dashboards
+        # and alerts name a metric that exists.
+        replica = GaugeMetricFamily(
+            "shardpay_replica_lag_seconds", "Seconds a shard's read replica is behind its primary", labels=["shard"]
+        )
+        return [up, rows, age, dead, replica]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from shardpay import tracing
 from shardpay.commands.base import CliError, add
 from shardpay.config import Settings
 from shardpay.domain.money import CURRENCIES
@@ -41,23 +42,25 @@ async def _relay(args: argparse.Namespace, settings: Settings) -> None:
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
     options = RelayOptions(batch_size=args.batch_size, linger=settings.relay_linger)
-    await until_signalled(lambda s, stop: run_relay(s, stop, options), settings)
+    await until_signalled(lambda s, stop: run_relay(s, stop, options), settings, "relay")
 
 
 async def _notifications(args: argparse.Namespace, settings: Settings) -> None:
     from events.notifications import run_notifications
 
-    await until_signalled(run_notifications, settings)
+    await until_signalled(run_notifications, settings, "notifications")
 
 
 async def _analytics(args: argparse.Namespace, settings: Settings) -> None:
     from events.analytics import run_analytics
 
-    await until_signalled(run_analytics, settings)
+    await until_signalled(run_analytics, settings, "analytics")
 
 
-async def until_signalled(run: Runner, settings: Settings) -> None:
-    """Run ``run`` until SIGTERM or SIGINT asks it to stop, then let it finish cleanly."""
+async def until_signalled(run: Runner, settings: Settings, service: str) -> None:
+    """Run ``run`` (the process ``service``, in traces) until SIGTERM or SIGINT asks it to stop, then let it
+    finish cleanly."""
+    tracing.configure(settings.otlp_endpoint, f"shardpay-{service}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -68,6 +71,7 @@ async def until_signalled(run: Runner, settings: Settings) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        tracing.shutdown()
 
 
 async def _query(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:

@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
 async def _execute(args: argparse.Namespace, settings: Settings) -> None:
     from shardpay.services.executor import run_executor
 
-    await until_signalled(run_executor, settings)
+    await until_signalled(run_executor, settings, "executor")
 
 
 async def _each_shard(settings: Settings, work: Any) -> list[Any]:

@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 
 import psp
 from events.logs import emit
+from shardpay import tracing
 from shardpay.config import Settings
 from shardpay.domain.errors import ApiError
 from shardpay.resilience import Breaker, State, full_jitter
@@ -155,7 +156,9 @@ class Executor:
         if row is None:
             await work.bury(pool, item.id, f"no {item.kind} row for this work")
             return
-        await self._step(shard, kind, item, row)
+        with tracing.span(f"psp work {item.kind}", request_id=row["request_id"], work=item.id,
+                          psp_state=item.psp_state):  # fmt: skip
+            await self._step(shard, kind, item, row)
 
     async def _step(self, shard: int, kind: Kind, item: Claimed, row: asyncpg.Record) -> None:
         breaker = self.breakers[kind.operation]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import psp
 from events.logs import emit
-from shardpay import ids
+from shardpay import ids, tracing
 from shardpay.domain.errors import ApiError
 from shardpay.services.outcome import Outcome
 from shardpay.services.psp_work import KINDS
@@ -59,7 +59,8 @@ async def _apply(shards: Shards, kind_of: tuple[str, str, str], obj: psp.Charge 
     row = (await on_shard(shard, kind.rows(shards.pool(shard), [obj.reference]))).get(obj.reference)
     if row is None:
         return "unknown_reference"
-    applied = await kind.finish(shards, row, PspOutcome(status, obj.id, obj.failure_code))
+    with tracing.span(f"psp webhook {kind_name}", request_id=row["request_id"], object=obj.reference):
+        applied = await kind.finish(shards, row, PspOutcome(status, obj.id, obj.failure_code))
     return "applied" if applied else "already_final"
 
 

@@ -20,7 +20,7 @@ from collections import Counter
 import asyncpg
 import orjson
 
-from shardpay import ids
+from shardpay import ids, tracing
 from shardpay.config import Settings
 from shardpay.domain.errors import ApiError
 from shardpay.runtime import settle_gc
@@ -118,6 +118,7 @@ async def _recover(shards: Shards, transfer: asyncpg.Record, down: set[int]) -> 
 
 async def run_forever(settings: Settings) -> None:
     """``shardpay recover``: a pass per source shard every PAUSE seconds until SIGTERM or SIGINT."""
+    tracing.configure(settings.otlp_endpoint, "shardpay-recovery")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

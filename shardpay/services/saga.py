@@ -13,7 +13,7 @@ import asyncio
 
 import orjson
 
-from shardpay import ids
+from shardpay import ids, tracing
 from shardpay.domain.events import render_event
 from shardpay.services import render
 from shardpay.services.render import Row
@@ -42,7 +42,13 @@ async def settle(shards: Shards, transfer: Row) -> str:
 async def credit(shards: Shards, transfer: Row) -> str:
     """Leg 2 alone, in the destination shard's next tick: 'applied' (the transfer has succeeded) or 'aborted'."""
     dst = _shard_of(shards, transfer["destination"], "wal")
-    return await on_shard(dst, shards.ticks[dst].credit(_inbound(transfer)))
+    with tracing.span("saga leg 2", request_id=_trace_of(transfer), transfer=transfer["id"]):
+        return await on_shard(dst, shards.ticks[dst].credit(_inbound(transfer)))
+
+
+def _trace_of(transfer: Row) -> str | None:
+    """Recovery's legs join their transfer's trace; the gateway's are already in it (its request's span)."""
+    return None if tracing.in_span() else transfer["request_id"]
 
 
 async def abort(shards: Shards, transfer: Row) -> str:
@@ -54,7 +60,8 @@ async def abort(shards: Shards, transfer: Row) -> str:
 
 async def finish(shards: Shards, transfer: Row, inbound: str) -> str:
     src, step = _leg_three(shards, transfer, inbound)
-    return await on_shard(src, shards.ticks[src].finish(step))
+    with tracing.span("saga leg 3", request_id=_trace_of(transfer), transfer=transfer["id"]):
+        return await on_shard(src, shards.ticks[src].finish(step))
 
 
 def finish_soon(shards: Shards, transfer: Row, inbound: str) -> None:

@@ -38,7 +38,7 @@ class FakePool:
 
     async def fetchrow(self, query: str) -> dict[str, Any]:
         await self._answer()
-        return {"last_seq": 12, "first_seq": 3, "oldest_age": 4.5}
+        return {"last_seq": 12, "first_seq": 3, "oldest_age": 4.5, "dead_letters": 0}
 
     async def fetchval(self, query: str) -> bool:
         await self._answer()
