@@ -33,16 +33,16 @@ def slow_body(timeout: float) -> ApiError:
     return ApiError(408, "invalid_request_error", "request_timeout", message, None, {"Connection": "close"})
 
 
-async def read(receive: Receive, within: float) -> bytes:
-    """The whole body, at most ``MAX_BODY`` bytes (whatever is declared), within ``within`` seconds."""
+async def read(receive: Receive, within: float, limit: int = MAX_BODY) -> bytes:
+    """The whole body, at most ``limit`` bytes (whatever is declared), within ``within`` seconds."""
     try:
         async with asyncio.timeout(within):
-            return await _read(receive)
+            return await _read(receive, limit)
     except TimeoutError:
         raise slow_body(within) from None
 
 
-async def _read(receive: Receive) -> bytes:
+async def _read(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     more = True
@@ -52,8 +52,8 @@ async def _read(receive: Receive) -> bytes:
             raise ClientDisconnect()
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY:
-            raise too_large()
+        if size > limit:
+            raise too_large(limit)
         chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks)

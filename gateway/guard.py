@@ -78,13 +78,14 @@ class WriteEndpoint:
     goes through here, so that is most of the gateway's requests.
     """
 
-    def __init__(self, handler: Write, path: str = "") -> None:
+    def __init__(self, handler: Write, path: str = "", max_body: int = http.MAX_BODY) -> None:
         self.handler = handler
         self.path = path
+        self.max_body = max_body
 
     def at(self, path: str) -> WriteEndpoint:
         """The same endpoint, labelling its requests with ``path`` for logs and metrics."""
-        return WriteEndpoint(self.handler, path)
+        return WriteEndpoint(self.handler, path, self.max_body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[http.ROUTE] = self.path
@@ -93,7 +94,8 @@ class WriteEndpoint:
         until = deadline(res)
         key = await res.keys.authenticate(http.header(scope, b"authorization"), until)
         scope[http.MERCHANT] = key.merchant.id
-        raw = await body.read(receive, min(res.settings.body_timeout, until - asyncio.get_running_loop().time()))
+        within = min(res.settings.body_timeout, until - asyncio.get_running_loop().time())
+        raw = await body.read(receive, within, self.max_body)
         idem = http.header(scope, b"idempotency-key")
         try:
             if not idempotency.valid_key(idem):
@@ -123,8 +125,8 @@ class WriteEndpoint:
         await http.send_json(send, outcome.status, outcome.body, _headers(outcome, decision))
 
 
-def write(handler: Write) -> WriteEndpoint:
-    return WriteEndpoint(handler)
+def write(handler: Write, max_body: int = http.MAX_BODY) -> WriteEndpoint:
+    return WriteEndpoint(handler, max_body=max_body)
 
 
 async def _write(

@@ -85,8 +85,9 @@ class RequestContext:
             if self.max_requests is not None and self.inflight > self.max_requests and scope["path"] != "/healthz":
                 raise _BUSY
             length = _declared_length(scope)
-            if length is not None and length > http.MAX_BODY:
-                raise http.too_large()
+            # The largest any route takes; each route holds its own body to its own limit (gateway.body).
+            if length is not None and length > http.MAX_BATCH_BODY:
+                raise http.too_large(http.MAX_BATCH_BODY)
             await self.app(scope, receive, tagged)
         except ApiError as error:
             status = error.status

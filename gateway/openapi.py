@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from gateway import openapi_psp
-from gateway.http import MAX_BODY
+from gateway.http import MAX_BATCH_BODY, MAX_BODY
 from idempotency import MAX_KEY_LENGTH
 from shardpay.domain.money import CURRENCIES, MAX_AMOUNT, MIN_AMOUNT
 
@@ -64,7 +64,8 @@ HEADERS: dict[str, tuple[Schema, str]] = {
 RATE = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 DESCRIPTION = (
     "A sharded, idempotent payment gateway. Besides what each operation lists, any request answers "
-    f"413 body_too_large when it declares a body over {MAX_BODY} bytes, an unknown URL 404 resource_missing, "
+    f"413 body_too_large when it declares a body over {MAX_BODY} bytes ({MAX_BATCH_BODY} for a transfer batch), "
+    "an unknown URL 404 resource_missing, "
     "and a method a path does not serve 405 method_not_allowed, all with the same error object."
 )
 
@@ -164,6 +165,10 @@ def operations() -> tuple[Operation, ...]:
         Operation("post", "/v1/transfers", "createTransfer", "Move money between two wallets", 201, "Transfer",
                   (402, 404), body="CreateTransfer"),
         Operation("get", "/v1/transfers/{id}", "getTransfer", "A transfer", 200, "Transfer", (404,), (transfer_id,)),
+        Operation("post", "/v1/transfer_batches", "createTransferBatch", "Up to 1,000 transfers, each on its own",
+                  201, "TransferBatch", body="CreateTransferBatch"),
+        Operation("get", "/v1/transfer_batches/{id}", "getTransferBatch", "A transfer batch, its items as they are now",
+                  200, "TransferBatch", (404,), (_path_id("A transfer batch id (trb_...)."),)),
         Operation("get", "/v1/currencies", "listCurrencies", "The supported currencies", 200, "CurrencyList"),
         Operation("post", "/v1/payments", "createPayment", "Charge a payment method for 1-50 orders", 201, "Payment",
                   (404,), body="CreatePayment"),
@@ -256,6 +261,12 @@ def request_schemas() -> Schema:
         "CreateTransfer": _object({"source": wallet_id, "destination": wallet_id, "amount": amount,
                                    "currency": currency, "description": _text(DESCRIPTION_LENGTH)},
                                   ["source", "destination", "amount", "currency"]),
+        "CreateTransferBatch": _object({"transfers": {"type": "array", "minItems": 1, "maxItems": 1000, "items":
+            _object({"source": wallet_id, "destination": wallet_id, "amount": amount, "currency": currency,
+                     "reference": {"type": "string", "minLength": 1, "maxLength": REFERENCE_LENGTH,
+                                   "pattern": PRINTABLE_ASCII},
+                     "description": _text(DESCRIPTION_LENGTH)},
+                    ["source", "destination", "amount", "currency", "reference"])}}),
     }  # fmt: skip
 
 
@@ -281,6 +292,11 @@ def response_schemas() -> Schema:
                           "type": {"type": "string", "examples": ["transfer_in", "transfer_out", "adjustment"]},
                           "reference": string, "memo": nullable, "created": integer}),
         "EntryList": listing(_ref("schemas", "Entry")),
+        "TransferBatch": _object({"id": string, "object": {"const": "transfer_batch"}, "created": integer,
+                                  "results": {"type": "array", "items": {
+                                      "type": "object", "required": ["reference", "status"],
+                                      "properties": {"reference": string, "status": integer,
+                                                     "transfer": {"type": "object"}, "error": {"type": "object"}}}}}),
         "CurrencyList": listing(_object({"code": currency, "minor_unit_digits": {"type": "integer", "minimum": 0}})),
         "Health": _object({"status": {"const": "ok"}}),
         "Readiness": _object({"status": {"enum": ["ready", "degraded", "unavailable"]},

@@ -10,7 +10,7 @@ import re
 import secrets
 
 SLOTS = 4096
-PREFIXES = frozenset({"mer", "wal", "tr", "pay", "po", "out", "re", "evt", "cs"})
+PREFIXES = frozenset({"mer", "wal", "tr", "trb", "pay", "po", "out", "re", "evt", "cs"})
 _ID = re.compile(r"^([a-z]{2,3})_([0-9a-f]{4})([0-9a-f]{20})$")
 
 

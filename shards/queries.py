@@ -24,6 +24,10 @@ async def transfer(pool: asyncpg.Pool, transfer_id: str) -> asyncpg.Record | Non
     return await pool.fetchrow(TRANSFER, transfer_id)
 
 
+async def transfers(pool: asyncpg.Pool, transfer_ids: list[str]) -> list[asyncpg.Record]:
+    return await pool.fetch("SELECT * FROM transfers WHERE id = ANY($1::text[])", transfer_ids)
+
+
 async def inbound(pool: asyncpg.Pool, transfer_id: str) -> str | None:
     """Leg 2's record on the destination shard: 'applied', 'aborted', or None before leg 2."""
     status: str | None = await pool.fetchval(INBOUND, transfer_id)

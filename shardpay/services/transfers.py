@@ -62,7 +62,7 @@ async def create(shards: Shards, caller: Caller, cmd: CreateTransfer, inline_tim
     if applied.outcome == "applied" and route.cross:
         return await _complete_inline(shards, request, inline_timeout)
     if applied.outcome == "replay":
-        return Outcome.from_store(applied.status, await _stored_as_of_now(shards, applied.body), replayed=True)
+        return Outcome.from_store(applied.status, await _storedas_of_now(shards, applied.body), replayed=True)
     return Outcome.from_store(applied.status, applied.body, replayed=False)
 
 
@@ -175,7 +175,7 @@ async def _credited(shards: Shards, transfer_id: str, destination: str) -> bool:
         return False  # the destination shard is down: 'processing' is still true of what the source shard knows
 
 
-async def _as_of_now(shards: Shards, obj: dict[str, Any]) -> dict[str, Any]:
+async def as_of_now(shards: Shards, obj: dict[str, Any]) -> dict[str, Any]:
     """A transfer that says 'processing' may be older than leg 2, whose commit made it succeed (the source
     shard's row and stored response change only with leg 3): the object as of now, as the 201 may have said."""
     if obj.get("object") != "transfer" or obj.get("status") != "processing":
@@ -185,9 +185,9 @@ async def _as_of_now(shards: Shards, obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "status": "succeeded"}
 
 
-async def _stored_as_of_now(shards: Shards, body: str) -> str:
+async def _storedas_of_now(shards: Shards, body: str) -> str:
     obj = orjson.loads(body)
-    now = await _as_of_now(shards, obj)
+    now = await as_of_now(shards, obj)
     return body if now is obj else orjson.dumps(now).decode()
 
 
@@ -209,4 +209,4 @@ async def get(shards: Shards, caller: Caller, transfer_id: str) -> Outcome:
     row = await on_shard(shard, queries.transfer(shards.pool(shard), transfer_id))
     if row is None or row["merchant_id"] != caller.merchant_id:
         raise ApiError.not_found(None, transfer_id)
-    return Outcome.of(200, await _as_of_now(shards, render.transfer_row(row)))
+    return Outcome.of(200, await as_of_now(shards, render.transfer_row(row)))

@@ -126,6 +126,11 @@ class Target:
             case.path_parameters["id"] = real
         if isinstance(case.body, dict) and pick % 4:
             self._aim_money(case.operation.path, case.body, pick)
+        if case.operation.path == "/v1/transfer_batches" and isinstance(case.body, dict):
+            # References unique within the batch (no schema keyword says so of one field of its items) and fresh.
+            for i, item in enumerate(case.body.get("transfers") or []):
+                if isinstance(item, dict):
+                    item["reference"] = f"{key()}-{i}"
         if case.operation.path == "/v1/transfers" and isinstance(case.body, dict) and pick % 4:
             # Two USD wallets, so that a valid transfer fails only on funds (402), never on currency (400).
             source, destination = self.wallets[pick % 2], self.wallets[(pick + 1) % 2]
@@ -133,7 +138,8 @@ class Target:
         if isinstance(case.body, dict):
             # JSON Schema counts 10.0 as an integer, the API refuses it (API.md, Money) and no keyword can say so:
             # valid cases send the integer, and HOSTILE below checks that 10.0 is refused.
-            for part in [case.body, *(o for o in case.body.get("orders") or [] if isinstance(o, dict))]:
+            nested = [*(case.body.get("orders") or []), *(case.body.get("transfers") or [])]
+            for part in [case.body, *(o for o in nested if isinstance(o, dict))]:
                 if isinstance(part.get("amount"), float):
                     part["amount"] = int(part["amount"])
         if case.method == "POST":
@@ -153,6 +159,12 @@ class Target:
             body.update(source=usd, currency="USD")
         elif path == "/v1/refunds":
             body.update(payment_order=self.payment_order, amount=1)
+        elif path == "/v1/transfer_batches":
+            if isinstance(body.get("transfers"), list):
+                body["transfers"] = body["transfers"][:25]  # each item is a real transfer: keep the run short
+            for item in body.get("transfers") or []:
+                if isinstance(item, dict):
+                    item.update(source=usd, destination=self.wallets[(pick + 1) % 2], currency="USD")
 
 
 @pytest_asyncio.fixture

@@ -37,3 +37,16 @@ BEGIN
     VALUES (p_merchant, p_key, p_fingerprint, p_status, p_body);
     outcome := 'applied'; status := p_status; body := p_body;
 END $$;
+
+-- A transfer batch's record and its stored response, together (sp_store_response's outcomes).
+CREATE OR REPLACE FUNCTION sp_store_batch(p_merchant text, p_key text, p_fingerprint text, p_id text, p_results jsonb,
+                                          p_created bigint, p_body text,
+                                          OUT outcome text, OUT status integer, OUT body text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT r.outcome, r.status, r.body INTO outcome, status, body FROM sp_store_response(p_merchant, p_key, p_fingerprint, 201, p_body) r;
+    IF outcome = 'applied' THEN
+        INSERT INTO transfer_batches (id, merchant_id, results, idempotency_key, created)
+        VALUES (p_id, p_merchant, p_results, p_key, p_created);
+    END IF;
+END $$;
