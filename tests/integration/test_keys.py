@@ -106,12 +106,14 @@ async def test_a_stuck_control_database_answers_503_within_the_deadline(
             await conn.close()
     assert {r.status_code for r in stuck} == {503}, [r.text for r in stuck][:3]
     assert all(r.headers["Retry-After"] == "1" for r in stuck)
-    assert elapsed < 2 + 1.5, elapsed  # SHARDPAY_REQUEST_TIMEOUT=2, and a little scheduling slack
+    # SHARDPAY_REQUEST_TIMEOUT=2, and slack for a loaded machine: before the deadline covered the lookup, these
+    # requests waited for the lock as long as it was held (the whole test).
+    assert elapsed < 2 + 4, elapsed
     assert served.status_code == 200
 
 
 async def test_unknown_keys_are_cheap(two_workers: str) -> None:
-    async with httpx.AsyncClient(base_url=two_workers, timeout=10, limits=httpx.Limits(max_connections=100)) as http:
+    async with httpx.AsyncClient(base_url=two_workers, timeout=60, limits=httpx.Limits(max_connections=100)) as http:
         # Malformed: refused unread, however many.
         malformed = await asyncio.gather(*(http.get("/v1/currencies", headers=_bearer(f"sk_{i}")) for i in range(300)))
         assert {r.status_code for r in malformed} == {401}
@@ -168,10 +170,11 @@ async def test_a_known_key_past_its_ttl_is_served_while_it_refreshes(migrated: S
         await shards.control.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", made.key_id)
         await asyncio.sleep(0.2)
         # The next refresh finds it revoked (the poller is not running here: the refresh alone must tell).
-        await cache.authenticate(f"Bearer {made.api_key}", loop.time() + 5)
-        await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 10
         with pytest.raises(Exception, match="Invalid API key"):
-            await cache.authenticate(f"Bearer {made.api_key}", loop.time() + 5)
+            while time.monotonic() < deadline:
+                await cache.authenticate(f"Bearer {made.api_key}", loop.time() + 5)
+                await asyncio.sleep(0.05)
     finally:
         await cache.close()
 
