@@ -10,7 +10,7 @@ file, a crash) leaves nothing behind. What a run changes for good goes through t
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 import asyncpg
 
@@ -33,8 +33,9 @@ _SETTLED_AS = "CASE {status} WHEN 'failed' THEN 'failed' ELSE 'settled' END"
 # A near-midnight record missing from its day's file is most likely in the next day's.
 MIDNIGHT_WINDOW = "15 minutes"
 
-# $1, $2: the day's bounds. Every line's (reference, type) is one record: its first line's values, how many lines;
-# every record of this shard that became final that day and has no line is one more.
+# $1, $2: the day's bounds, $3 the day. Every line's (reference, type) is one record: its first line's values, how
+# many lines; every record of this shard that became final that day and has no line is one more (matched if it
+# failed, or if another day's file settled it; missing at the PSP if not).
 _RESULT = """
 CREATE TEMP TABLE recon_result (
     reference text NOT NULL, type text NOT NULL, category text NOT NULL, fixed boolean NOT NULL,
@@ -75,14 +76,26 @@ SELECT reference, type,
             THEN 'final in shardpay on ' || to_char(final_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') END AS note
 FROM seen
 UNION ALL
-SELECT d.id, d.type, CASE WHEN d.status = 'failed' THEN 'matched' ELSE 'missing_at_psp' END, false, 0, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, d.amount, d.currency, d.status, d.final_at, false,
-       CASE WHEN d.status <> 'failed' AND d.final_at >= $2 - interval '{MIDNIGHT_WINDOW}'
+SELECT d.id, d.type, CASE WHEN d.status = 'failed' OR s.day IS NOT NULL THEN 'matched' ELSE 'missing_at_psp' END,
+       false, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, d.amount, d.currency, d.status, d.final_at, false,
+       CASE WHEN s.day IS NOT NULL THEN 'settled in the PSP''s file of ' || s.day::text || ' as ' || s.psp_reference
+            WHEN d.status <> 'failed' AND d.final_at >= $2 - interval '{MIDNIGHT_WINDOW}'
             THEN 'final ' || ceil(extract(epoch FROM $2 - d.final_at))::bigint
                  || ' s before the day ended: the PSP may have settled it after midnight (see the next day''s run)'
        END
 FROM day d
+LEFT JOIN settlement_seen s ON s.reference = d.id AND s.type = d.type AND s.day <> $3
 WHERE NOT EXISTS (SELECT 1 FROM g WHERE g.reference = d.id AND g.type = d.type)
+"""
+# Records matched (or completed) from this file that became final in shardpay on another day: remembered, so that
+# their own day's run knows the PSP did settle them. $1 the file's day, $2, $3 its bounds.
+_SEEN = """
+INSERT INTO settlement_seen (reference, type, day, psp_reference)
+SELECT reference, type, $1, psp_reference FROM recon_result
+WHERE category IN ('matched', 'missing_internal') AND psp_reference IS NOT NULL AND our_status <> 'processing'
+  AND (final_at < $2 OR final_at >= $3)
+ORDER BY reference, type
+ON CONFLICT (reference, type) DO NOTHING
 """
 
 _TO_FIX = """
@@ -147,12 +160,12 @@ async def stage(conn: asyncpg.Connection, records: Iterable[Sequence[object]]) -
     await conn.copy_records_to_table("recon_lines", records=records, columns=COLUMNS)
 
 
-async def compare(conn: asyncpg.Connection, start: datetime, end: datetime) -> None:
-    """Fill ``recon_result`` for the day [start, end)."""
+async def compare(conn: asyncpg.Connection, day: date, start: datetime, end: datetime) -> None:
+    """Fill ``recon_result`` for ``day``, [start, end)."""
     # Temporary tables are never analysed by autovacuum: without statistics the planner would guess.
     await conn.execute("ANALYZE recon_lines")
     await conn.execute(_RESULT)
-    await conn.execute(_COMPARE, start, end)
+    await conn.execute(_COMPARE, start, end, day)
     await conn.execute("CREATE INDEX ON recon_result (reference, type)")
     await conn.execute("ANALYZE recon_result")
 
@@ -166,7 +179,11 @@ async def mark_fixed(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]], 
     await conn.execute(_FIXED, [k[0] for k in keys], [k[1] for k in keys], list(applied))
 
 
-async def book_fees(conn: asyncpg.Connection, day: object) -> None:
+async def remember_other_days(conn: asyncpg.Connection, day: date, start: datetime, end: datetime) -> None:
+    await conn.execute(_SEEN, day, start, end)
+
+
+async def book_fees(conn: asyncpg.Connection, day: date) -> None:
     """Book the fees due (``sp_book_fees``, its own transaction) and mark the lines booked now."""
     await conn.execute(_BOOK_FEES, day)
 

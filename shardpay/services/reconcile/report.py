@@ -46,7 +46,7 @@ def head(run: asyncpg.Record) -> dict[str, Any]:
         "object": "reconciliation_run", "id": run["id"], "date": run["day"].isoformat(), "trigger": run["trigger"],
         "source": run["source"], "started": _iso(run["started_at"]), "finished": _iso(run["finished_at"]),
         "exit_status": run["exit_status"], "needs_review": run["needs_review"], "fixed": run["fixed"],
-        "lines": run["lines"], "records": run["records"], "counts": _in_order(orjson.loads(run["counts"])),
+        "lines": run["lines"], "records_total": run["records"], "counts": _in_order(orjson.loads(run["counts"])),
         "totals": orjson.loads(run["totals"]), "fees": orjson.loads(run["fees"]),
     }  # fmt: skip
 

@@ -23,7 +23,7 @@ from shardpay.config import Settings
 from shardpay.domain.settlement import CATEGORIES, FOR_REVIEW, MalformedFile, check_day, check_header, parse_line
 from shardpay.services.reconcile import fix
 from shardpay.services.reconcile.source import BadInput, Source
-from shardpay.services.reconcile.staging import Staging, connect, connections
+from shardpay.services.reconcile.staging import Staging, bounds, connect, connections
 from shards import reconcile, reconcile_runs
 from shards.pools import Shards
 from shards.reconcile_runs import Summary
@@ -88,12 +88,18 @@ async def _reconcile(shards: Shards, request: Request, staging: Staging, control
     day = await read(request, staging, run.begin)
     await staging.compare(day)
     await staging.each(lambda shard, conn: fix.fix_shard(shards, shard, conn))
-    await staging.each(lambda shard, conn: reconcile.book_fees(conn, day))
+    await staging.each(lambda shard, conn: _after_fixes(conn, day))
     summary = summarise(staging.lines, [r for rows in await staging.each(_stats) for r in rows])
     for shard, conn in enumerate(staging.conns):  # one after the other: they share the control connection
         await _keep_items(control, run.run_id, shard, conn)
     await reconcile_runs.finish(control, run.run_id, summary)
     return Result(run.run_id, day, summary)
+
+
+async def _after_fixes(conn: asyncpg.Connection, day: date) -> None:
+    """What the run keeps on a shard once its records are settled: fees, and the lines of other days' records."""
+    await reconcile.book_fees(conn, day)
+    await reconcile.remember_other_days(conn, day, *bounds(day))
 
 
 async def _stats(shard: int, conn: asyncpg.Connection) -> list[asyncpg.Record]:

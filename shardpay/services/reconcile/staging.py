@@ -89,7 +89,7 @@ class Staging:
 
         async def one(shard: int, conn: asyncpg.Connection) -> None:
             await self._flush(shard)
-            await reconcile.compare(conn, start, end)
+            await reconcile.compare(conn, day, start, end)
 
         await self.each(one)
 

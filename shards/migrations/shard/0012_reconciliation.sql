@@ -28,3 +28,14 @@ CREATE TABLE IF NOT EXISTS settlement_fees (
     booked_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (reference, type)
 );
+
+-- A record whose settlement line came in the file of another day than the one it became final on in shardpay (the
+-- two sides of midnight, a late webhook, a record the reconciliation completed the day after): that day's run
+-- found it, so the run of the day it became final does not call it missing at the PSP.
+CREATE TABLE IF NOT EXISTS settlement_seen (
+    reference     text NOT NULL,
+    type          text NOT NULL,
+    day           date NOT NULL,
+    psp_reference text NOT NULL,
+    PRIMARY KEY (reference, type)
+);
