@@ -20,7 +20,7 @@ import psp
 from shardpay.commands.base import add
 from shardpay.config import Settings
 from shardpay.domain.errors import ApiError
-from shardpay.domain.settlement import MalformedFile, parse_day
+from shardpay.domain.settlement import MalformedFile, in_order, parse_day
 from shards.errors import TRANSIENT
 
 EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 2, 3
@@ -158,7 +158,7 @@ async def _history(args: argparse.Namespace, settings: Settings) -> dict[str, An
         await conn.close()
     data = [{"id": r["id"], "date": r["day"].isoformat(), "trigger": r["trigger"], "source": r["source"],
              "started": r["started_at"].isoformat(), "finished": r["finished_at"].isoformat(), "lines": r["lines"],
-             "records": r["records"], "counts": orjson.loads(r["counts"]), "fixed": r["fixed"],
+             "records": r["records"], "counts": in_order(orjson.loads(r["counts"])), "fixed": r["fixed"],
              "needs_review": r["needs_review"], "exit_status": r["exit_status"]} for r in rows]  # fmt: skip
     return {"object": "list", "data": data, "count": len(data)}
 

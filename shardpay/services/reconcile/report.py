@@ -17,7 +17,7 @@ from typing import IO, Any
 import asyncpg
 import orjson
 
-from shardpay.domain.settlement import CATEGORIES
+from shardpay.domain.settlement import CATEGORIES, in_order
 from shards import reconcile_runs
 
 CSV_COLUMNS = (
@@ -32,11 +32,6 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _in_order(counts: dict[str, int]) -> dict[str, int]:
-    """Categories in the README's order (the database keeps JSON keys in its own)."""
-    return {category: counts.get(category, 0) for category in CATEGORIES}
-
-
 def _flag(value: bool) -> str:
     return "true" if value else "false"
 
@@ -46,7 +41,7 @@ def head(run: asyncpg.Record) -> dict[str, Any]:
         "object": "reconciliation_run", "id": run["id"], "date": run["day"].isoformat(), "trigger": run["trigger"],
         "source": run["source"], "started": _iso(run["started_at"]), "finished": _iso(run["finished_at"]),
         "exit_status": run["exit_status"], "needs_review": run["needs_review"], "fixed": run["fixed"],
-        "lines": run["lines"], "records_total": run["records"], "counts": _in_order(orjson.loads(run["counts"])),
+        "lines": run["lines"], "records_total": run["records"], "counts": in_order(orjson.loads(run["counts"])),
         "totals": orjson.loads(run["totals"]), "fees": orjson.loads(run["fees"]),
     }  # fmt: skip
 
@@ -140,7 +135,7 @@ async def _changes(json: _Json, control: asyncpg.Connection, run: asyncpg.Record
         before = await reconcile_runs.run(control, earlier)
         assert before is not None
         now, was = orjson.loads(run["counts"]), orjson.loads(before["counts"])
-        delta = {c: now.get(c, 0) - was.get(c, 0) for c in now if now.get(c, 0) != was.get(c, 0)}
+        delta = {c: now.get(c, 0) - was.get(c, 0) for c in CATEGORIES if now.get(c, 0) != was.get(c, 0)}
         json.out.write(',\n    "counts": ' + orjson.dumps(delta).decode())
         await json.array("records", _changed(control, run["id"], earlier), indent="\n    ")
     json.out.write("\n  }")
