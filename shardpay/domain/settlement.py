@@ -26,14 +26,15 @@ CATEGORIES = ("matched", "missing_internal", "missing_at_psp", "amount_mismatch"
               "status_mismatch", "duplicate_at_psp", "unknown_reference")  # fmt: skip
 FOR_REVIEW = frozenset(CATEGORIES) - {"matched", "missing_internal"}
 
-
-def in_order(counts: dict[str, int]) -> dict[str, int]:
-    """Counts per category in CATEGORIES' order, every category present (stored JSON keeps keys in its own order)."""
-    return {category: counts.get(category, 0) for category in CATEGORIES}
 _SHOWN = 120  # characters of a bad value quoted in a message
 _INT = re.compile(r"[0-9]{1,16}", re.ASCII)
 _AT = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(?:Z|\+00:00)", re.ASCII)
 _TEXT = re.compile(r"[\x21-\x7e]+", re.ASCII)  # printable ASCII, no spaces: ids, on both sides
+
+
+def in_order(counts: dict[str, int]) -> dict[str, int]:
+    """Counts per category in CATEGORIES' order, every category present (stored JSON keeps keys in its own order)."""
+    return {category: counts.get(category, 0) for category in CATEGORIES}
 
 
 class MalformedFile(ValueError):

@@ -14,7 +14,6 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
 
 import asyncpg
 
@@ -55,7 +54,6 @@ class _Run:
     def __init__(self, control: asyncpg.Connection, request: Request, staging: Staging) -> None:
         self.control, self.request, self.staging = control, request, staging
         self.run_id = 0
-        self.day: date | None = None
 
     async def begin(self, day: date) -> None:
         await reconcile_runs.lock_day(self.control, day)
@@ -64,7 +62,6 @@ class _Run:
         started = datetime.now(UTC)
         self.run_id = await reconcile_runs.start(self.control, day, self.request.trigger, self.request.source.name,
                                                  started)  # fmt: skip
-        self.day = day
         await self.staging.open()
 
 
@@ -171,8 +168,3 @@ def _log(result: Result, request: Request, seconds: float) -> None:
     emit("reconcile.run", run=result.run_id, date=result.day.isoformat(), trigger=request.trigger,
          source=request.source.name, exit_status=s.exit_status, lines=s.lines, records=s.records, counts=s.counts,
          fixed=s.fixed, needs_review=s.needs_review, fees=s.fees["booked"], duration_s=round(seconds, 3))  # fmt: skip
-
-
-def summary_dict(s: Summary) -> dict[str, Any]:
-    return {"lines": s.lines, "records": s.records, "counts": s.counts, "fixed": s.fixed,
-            "needs_review": s.needs_review, "exit_status": s.exit_status}  # fmt: skip
