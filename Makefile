@@ -45,3 +45,9 @@ clean:
 .PHONY: bench
 bench: install services
 	$(BIN)/python -m loadtest.bench $(ARGS)
+
+# The reconciliation benchmark (loadtest/reconcile_bench.py): 100,000 settlement lines against 100,000 records over
+# 4 shards, reconciled by `shardpay reconcile FILE`, its time and peak memory; databases shardpay_rbench_*.
+.PHONY: bench-reconcile
+bench-reconcile: install services
+	$(BIN)/python -m loadtest.reconcile_bench $(ARGS)

@@ -23,7 +23,9 @@ import orjson
 import redis.exceptions
 
 from shardpay.config import Settings
+from shards import reconcile_runs
 from shards.errors import TRANSIENT
+from shards.reconcile_runs import LastRun
 
 T = TypeVar("T")
 
@@ -78,6 +80,12 @@ async def outbox_lag(pool: asyncpg.Pool) -> OutboxLag:
     return OutboxLag(int(row["last_seq"]) - int(row["first_seq"]) + 1, float(row["oldest_age"]), dead)
 
 
+async def last_reconcile(pool: asyncpg.Pool) -> LastRun | None:
+    """The most recently finished reconciliation run: one index lookup, in the same probe as the rest."""
+    async with pool.acquire(timeout=PROBE_TIMEOUT) as conn:  # bounded release, as in outbox_lag
+        return await reconcile_runs.last_run(conn)
+
+
 async def answers(pool: asyncpg.Pool) -> bool:
     async with pool.acquire(timeout=PROBE_TIMEOUT) as conn:  # bounded release, as in outbox_lag
         return bool(await conn.fetchval("SELECT true"))
@@ -94,6 +102,8 @@ class Snapshot:
     # The PSP's circuit breakers as the executors last published them ({} if none is running, None if Redis
     # could not say): the PSP being out degrades shardpay, it does not make it unready.
     psp: dict[str, str] | None = None
+    # The last reconciliation run (None: none stored, or the control database could not say), for /metrics.
+    reconcile: LastRun | None = None
 
     def checks(self) -> dict[str, bool]:
         shards = {f"shard_{n}": lag is not None for n, lag in enumerate(self.lags)}
@@ -202,8 +212,9 @@ class Probe:
         control = within(self._timeout, answers(self._pools.control))
         redis = within(self._timeout, self._redis_ok())
         psp = within(self._timeout, self._psp()) if self._psp is not None else _nothing()
-        found, control_ok, redis_ok, breakers = await asyncio.gather(lags, control, redis, psp)
-        return Snapshot(tuple(found), control_ok is True, redis_ok is True, self._rabbitmq_ok(), breakers)
+        reconciled = within(self._timeout, last_reconcile(self._pools.control))
+        found, control_ok, redis_ok, breakers, last = await asyncio.gather(lags, control, redis, psp, reconciled)
+        return Snapshot(tuple(found), control_ok is True, redis_ok is True, self._rabbitmq_ok(), breakers, last)
 
     async def close(self) -> None:
         """Stop a probe in flight (at shutdown, before its pools close)."""

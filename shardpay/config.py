@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import time
 from typing import Any
 
 PREFIX = "SHARDPAY_"
@@ -139,6 +141,11 @@ class Settings:
     psp_retry_base: float = 0.5
     psp_retry_cap: float = 60.0
     psp_breaker_cooldown: float = 5.0
+    # The daily reconciliation that `shardpay run` schedules: on or off, at what UTC time, how soon a run that
+    # could not happen (the PSP or a database down) is tried again.
+    reconcile_daily: bool = True
+    reconcile_at: time = time(1, 0)
+    reconcile_retry: float = 300.0
 
     @property
     def shard_count(self) -> int:
@@ -193,6 +200,9 @@ class Settings:
             psp_retry_base=env_float(e, "PSP_RETRY_BASE", 0.5),
             psp_retry_cap=env_float(e, "PSP_RETRY_CAP", 60.0),
             psp_breaker_cooldown=env_float(e, "PSP_BREAKER_COOLDOWN", 5.0),
+            reconcile_daily=_bool(e, "RECONCILE_DAILY", True),
+            reconcile_at=_time_of_day(e, "RECONCILE_AT", "01:00"),
+            reconcile_retry=_positive(e, "RECONCILE_RETRY", 300.0),
         )
 
 
@@ -228,6 +238,14 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(f"Config '{PREFIX}{name}' has value '{value}'. Must be > 0.")
     return value
+
+
+def _time_of_day(env: Mapping[str, str], name: str, default: str) -> time:
+    raw = _raw(env, name, default)
+    match = re.fullmatch(r"([01][0-9]|2[0-3]):([0-5][0-9])", raw.strip())
+    if match is None:
+        raise ConfigError(f"Config '{PREFIX}{name}' has value '{raw}'. Not a UTC time of day HH:MM.")
+    return time(int(match.group(1)), int(match.group(2)))
 
 
 def _secret(env: Mapping[str, str], name: str, default: str) -> str:

@@ -1,5 +1,5 @@
-"""``shardpay run``: the gateway, the outbox relay, the consumers, saga recovery and the PSP simulator as child
-processes.
+"""``shardpay run``: the gateway, the outbox relay, the consumers, saga recovery, the PSP simulator, the executor
+and the daily reconciliation as child processes.
 
 A child that dies is started again after a pause; Ctrl-C or SIGTERM stops them all (SIGTERM, then SIGKILL
 after a grace period).
@@ -12,8 +12,11 @@ import contextlib
 import signal
 import sys
 import tempfile
+from collections.abc import Mapping
 
 import orjson
+
+from shardpay.config import Settings
 
 CHILDREN: dict[str, list[str]] = {
     "gateway": ["serve"],
@@ -25,7 +28,15 @@ CHILDREN: dict[str, list[str]] = {
     "psp-sim": ["psp-sim"],
     "executor": ["execute"],
 }
+# The daily reconciliation, unless SHARDPAY_RECONCILE_DAILY is off.
+RECONCILER = {"reconciler": ["reconcile", "--daily"]}
 GRACE = 10.0
+
+
+def children(env: Mapping[str, str]) -> dict[str, list[str]]:
+    """What ``shardpay run`` starts, by the settings in ``env``."""
+    daily = Settings.from_env(env).reconcile_daily
+    return {**CHILDREN, **(RECONCILER if daily else {})}
 
 
 def _say(event: str, **fields: object) -> None:
@@ -67,5 +78,5 @@ async def supervise(env: dict[str, str]) -> None:
         loop.add_signal_handler(sig, stop.set)
     with tempfile.TemporaryDirectory(prefix="shardpay-metrics-") as metrics_dir:
         env = {**env, "PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR", metrics_dir)}
-        await asyncio.gather(*(_keep_running(name, argv, stop, env) for name, argv in CHILDREN.items()))
+        await asyncio.gather(*(_keep_running(name, argv, stop, env) for name, argv in children(env).items()))
     _say("stopped")

@@ -16,7 +16,9 @@ from gateway.probes import OutboxLag, Snapshot
 from gateway.routes import route
 from gateway.state import Resources, resources
 from shardpay.domain.money import CURRENCIES
+from shardpay.domain.settlement import CATEGORIES
 from shardpay.services.outcome import Caller, Outcome
+from shards.reconcile_runs import LastRun
 
 
 async def healthz(request: Request) -> Response:
@@ -92,12 +94,41 @@ class BreakerFamilies:
         return [family]
 
 
+@dataclass(frozen=True)
+class ReconcileFamilies:
+    """The last reconciliation run (``shardpay reconcile``), as the probe last read it; nothing before the first."""
+
+    last: LastRun | None
+
+    def collect(self) -> Iterable[Metric]:
+        run = self.last
+        if run is None:
+            return []
+        records = GaugeMetricFamily("shardpay_reconcile_records", "Records per category in the last reconciliation run",
+                                    labels=["category"])  # fmt: skip
+        for category in CATEGORIES:
+            records.add_metric([category], run.counts.get(category, 0))
+        info = GaugeMetricFamily("shardpay_reconcile_last_run_info", "The last reconciliation run (always 1)",
+                                 labels=["run", "date", "trigger"])  # fmt: skip
+        info.add_metric([str(run.id), run.day.isoformat(), run.trigger], 1)
+        figures = {
+            "timestamp_seconds": ("When the last reconciliation run finished", run.finished_at.timestamp()),
+            "fixed": ("Records the last reconciliation run completed", run.fixed),
+            "needs_review": ("Records the last reconciliation run left for review", run.needs_review),
+            "exit_status": ("The last reconciliation run's exit status: 0 clean, 1 review", run.exit_status),
+        }
+        gauges = [GaugeMetricFamily(f"shardpay_reconcile_last_run_{name}", text, value=value)
+                  for name, (text, value) in figures.items()]  # fmt: skip
+        return [records, info, *gauges]
+
+
 async def metrics_endpoint(request: Request) -> Response:
     res = resources(request)
     _update_pools(res)
     snapshot = await res.probe.snapshot()
     body = (metrics.exposition() + generate_latest(ShardFamilies(snapshot.lags))
-            + generate_latest(BreakerFamilies(psp_breakers(res, snapshot))))  # fmt: skip
+            + generate_latest(BreakerFamilies(psp_breakers(res, snapshot)))
+            + generate_latest(ReconcileFamilies(snapshot.reconcile)))  # fmt: skip
     return Response(body, media_type="text/plain; version=0.0.4")
 
 

@@ -3,8 +3,10 @@
 Each succeeded payment order is credited exactly once and no other order at all; a wallet's pending is exactly
 its processing orders; each payout and refund is debited once, and then either settled or returned exactly once
 by its outcome (never both); an order's refunded amount is the sum of its refunds that did not fail; the
-in-flight accounts hold exactly what is processing, and psp_clearing exactly what the PSP's outcomes put there;
-and every object still processing has its work queued, nothing final does.
+in-flight accounts hold exactly what is processing, and psp_clearing exactly what the PSP's outcomes and the fees
+it kept put there; each booked fee has exactly one ledger transaction of its amount, and no fee transaction is
+without its booking; psp_fees holds exactly the booked fees; and every object still processing has its work
+queued, nothing final does.
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ import orjson
 
 from shards.audit.model import Findings, Money, ShardView
 
-_KINDS = ("payment_order", "payout", "payout_paid", "payout_return", "refund", "refund_sent", "refund_return")
+_KINDS = ("payment_order", "payout", "payout_paid", "payout_return", "refund", "refund_sent", "refund_return",
+          "psp_fee")  # fmt: skip
 # Per object (the entries' ref): how many ledger transactions of each kind, and what reached a wallet. One pass
 # over the entries, then hash joins.
 _MOVES = (
     "moves AS MATERIALIZED (SELECT ref, "
     + ", ".join(f"count(DISTINCT txn_id) FILTER (WHERE kind = '{kind}') AS {kind}" for kind in _KINDS)
     + ", coalesce(sum(amount) FILTER (WHERE kind = 'payment_order' AND account_id NOT LIKE 'sys\\_%'), 0) "
-    "AS credited FROM ledger_entries WHERE kind IN (" + ", ".join(f"'{kind}'" for kind in _KINDS) + ") GROUP BY ref)"
+    "AS credited, coalesce(sum(amount) FILTER (WHERE kind = 'psp_fee' AND account_id LIKE "
+    "'sys\\_psp\\_clearing\\_%'), 0) AS fee_to_clearing FROM ledger_entries WHERE kind IN ("
+    + ", ".join(f"'{kind}'" for kind in _KINDS)
+    + ") GROUP BY ref)"
 )
 
 
@@ -62,6 +68,14 @@ _RULES: tuple[tuple[str, str, str], ...] = (
      "'processing') AND NOT EXISTS (SELECT 1 FROM payouts p WHERE p.id = w.id AND p.status = 'processing') "
      "AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.id = w.id AND r.status = 'processing')) x",
      "true"),
+    # A booked fee (settlement_fees) is one ledger transaction of its amount into psp_clearing; a fee transaction
+    # without its booking is found too (amount NULL).
+    ("fee_entries",
+     "(SELECT f.reference, f.amount, coalesce(m.psp_fee, 0) AS psp_fee, coalesce(m.fee_to_clearing, 0) AS "
+     "fee_to_clearing FROM settlement_fees f LEFT JOIN moves m ON m.ref = f.reference UNION ALL "
+     "SELECT m.ref, NULL, m.psp_fee, m.fee_to_clearing FROM moves m WHERE m.psp_fee > 0 AND NOT EXISTS "
+     "(SELECT 1 FROM settlement_fees f WHERE f.reference = m.ref)) x",
+     "amount IS NULL OR psp_fee <> 1 OR fee_to_clearing <> amount"),
 )  # fmt: skip
 CAP_SAMPLE = 20
 _SUMS = (
@@ -72,7 +86,7 @@ _SUMS = (
     "FROM payouts GROUP BY currency UNION ALL SELECT 'refunds_processing', currency, "
     "sum(amount) FILTER (WHERE status = 'processing') FROM refunds GROUP BY currency UNION ALL "
     "SELECT 'refunds_succeeded', currency, sum(amount) FILTER (WHERE status = 'succeeded') FROM refunds "
-    "GROUP BY currency)"
+    "GROUP BY currency UNION ALL SELECT 'fees', currency, sum(amount) FROM settlement_fees GROUP BY currency)"
 )
 
 
@@ -87,7 +101,8 @@ def _columns(rule: str, source: str, where: str) -> str:
 QUERY = (
     f"WITH {_MOVES}, {_SUMS} SELECT (SELECT coalesce(json_agg(s), '[]')::text FROM sums s) AS sums, "
     "(SELECT count(*) FROM payment_orders) AS payment_orders, (SELECT count(*) FROM payouts) AS payouts, "
-    "(SELECT count(*) FROM refunds) AS refunds, " + ", ".join(_columns(*rule) for rule in _RULES)
+    "(SELECT count(*) FROM refunds) AS refunds, (SELECT count(*) FROM settlement_fees) AS settlement_fees, "
+    + ", ".join(_columns(*rule) for rule in _RULES)
 )
 
 
@@ -97,13 +112,15 @@ async def scan(index: int, conn: asyncpg.Connection, findings: Findings) -> asyn
     assert row is not None
     for rule, _, _ in _RULES:
         findings.add_sample(rule, index, row[f"{rule}_n"], orjson.loads(row[f"{rule}_sample"]))
-    findings.checked.update(payment_orders=row["payment_orders"], payouts=row["payouts"], refunds=row["refunds"])
+    findings.checked.update(payment_orders=row["payment_orders"], payouts=row["payouts"], refunds=row["refunds"],
+                            settlement_fees=row["settlement_fees"])  # fmt: skip
     return row
 
 
 def check_accounts(view: ShardView, row: asyncpg.Record, findings: Findings) -> None:
     """In-flight accounts hold what is processing; psp_clearing, the PSP's outcomes (credited orders take from
-    it, paid payouts and sent refunds give back)."""
+    it, paid payouts and sent refunds give back) and the fees it kept (booked from its settlement files, which
+    give back too: what it owes is less by them); psp_fees, those fees."""
     sums: defaultdict[str, Money] = defaultdict(lambda: defaultdict(int))
     for entry in orjson.loads(row["sums"]):
         sums[entry["what"]][entry["currency"]] += int(entry["amount"] or 0)
@@ -114,7 +131,9 @@ def check_accounts(view: ShardView, row: asyncpg.Record, findings: Findings) -> 
             "refunds_in_flight": sums["refunds_processing"][currency],
             "psp_clearing": sums["payouts_paid"][currency]
             + sums["refunds_succeeded"][currency]
+            + sums["fees"][currency]
             - sums["orders"][currency],
+            "psp_fees": -sums["fees"][currency],
         }
         for kind, want in expected.items():
             have = view.entries.get((kind, currency), 0)

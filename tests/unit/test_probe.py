@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from datetime import date, datetime
 from typing import Any, cast
 
 import asyncpg
@@ -36,8 +37,12 @@ class FakePool:
         if self.error is not None:
             raise self.error
 
-    async def fetchrow(self, query: str) -> dict[str, Any]:
+    run: dict[str, Any] | None = None  # the control database's last reconciliation run (none by default)
+
+    async def fetchrow(self, query: str) -> dict[str, Any] | None:
         await self._answer()
+        if "reconcile_runs" in query:
+            return self.run
         return {"last_seq": 12, "first_seq": 3, "oldest_age": 4.5, "dead_letters": 0}
 
     async def fetchval(self, query: str) -> bool:
@@ -94,3 +99,13 @@ async def test_an_unexpected_error_answers_down_and_is_logged(capsys: pytest.Cap
     assert found.checks()["shard_0"] is False
     logged = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [(line["event"], line["error"]) for line in logged] == [("probe.error", "ZeroDivisionError")]
+
+
+async def test_the_last_reconciliation_run_comes_with_the_same_probe() -> None:
+    control = FakePool()
+    assert (await probe(FakePool(), control=control).snapshot()).reconcile is None
+    control.run = {"id": 7, "day": date(2026, 12, 2), "trigger": "daily", "finished_at": datetime(2026, 12, 3, 1),
+                   "counts": '{"matched": 9, "missing_at_psp": 1}', "fixed": 2, "needs_review": 1,
+                   "exit_status": 1}  # fmt: skip
+    found = (await probe(FakePool(), control=control).snapshot()).reconcile
+    assert found is not None and (found.id, found.counts["missing_at_psp"], found.exit_status) == (7, 1, 1)

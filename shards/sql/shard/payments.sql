@@ -97,7 +97,7 @@ BEGIN
     END IF;
     UPDATE payment_orders
     SET status = p_status, psp_charge_id = coalesce(p_charge_id, psp_charge_id), failure_code = p_failure_code,
-        updated_at = now()
+        updated_at = now(), final_at = now()
     WHERE id = p_id;
     DELETE FROM psp_work WHERE id = p_id;
     INSERT INTO outbox (event_id, merchant_id, type, body)

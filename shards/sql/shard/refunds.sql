@@ -81,7 +81,7 @@ BEGIN
     END IF;
     UPDATE refunds
     SET status = p_status, psp_refund_id = coalesce(p_psp_id, psp_refund_id), failure_code = p_failure_code,
-        updated_at = now()
+        updated_at = now(), final_at = now()
     WHERE id = p_id;
     DELETE FROM psp_work WHERE id = p_id;
     INSERT INTO outbox (event_id, merchant_id, type, body)
