@@ -98,8 +98,9 @@ def run(cfg: Config, pgbench_cache: dict[tuple[str, int, int], dict[str, Any]] |
     result: dict[str, Any] = {"config": asdict(cfg) | {"env": dict(cfg.env)}, "started": stamp, "checks": {}}
     wrk = stack.ensure_wrk()
     stack.check_services()
-    if not stack.port_free(cfg.port):
-        raise stack.BenchError(f"127.0.0.1:{cfg.port} is in use: pick another --port")
+    for port, what in ((cfg.port, "the gateway"), (stack.psp_port(cfg.port), "the PSP simulator (--port + 100)")):
+        if not stack.port_free(port):
+            raise stack.BenchError(f"127.0.0.1:{port} ({what}) is in use: pick another --port")
 
     result["postgres"] = asyncio.run(stack.server_settings())
     wrong = {k: result["postgres"].get(k) for k, v in stack.EXPECTED_SETTINGS.items() if result["postgres"].get(k) != v}

@@ -185,6 +185,8 @@ class CpuSampler:
         if ppid in ours and ours[ppid] == "gateway (uvicorn master)":
             return "gateway worker" if "spawn_main" in title else "gateway (helper)"
         if name == "postgres" or title.startswith("postgres:"):
+            if f" {self.db_prefix}_psp " in title:  # the PSP's own cost, apart from shardpay's
+                return "postgres backends (psp-sim database)"
             if f" {self.db_prefix}_" in title:
                 return "postgres backends (bench databases)"
             if title.startswith("postgres:") and re.search(r"\d+\.\d+\(\d+\)|\[local\]", title):
