@@ -117,7 +117,7 @@ def _shows_form(r: ResponseContextManager) -> tuple[str | None, str | None]:
 
 
 def _redirects_with_method(r: ResponseContextManager) -> tuple[str | None, str | None]:
-    location = (r.headers.get("Location") if r.headers is not None else None) or ""
+    location = str((r.headers.get("Location") if r.headers is not None else None) or "")
     method = parse_qs(urlsplit(location).query).get("payment_method", [""])[0]
     if r.status_code != 303 or not method.startswith("pm_"):
         return f"paying answered {r.status_code}, Location {location[:100]!r}: no pm_ token", None
@@ -134,7 +134,7 @@ def browse(user: Merchant, method: str, url: str, form: dict[str, str] | None, r
             if r.status_code in (0, 503) and attempt < user.config.max_attempts:
                 count("retry.hosted_page")
                 r.failure(f"{r.status_code or 'connection error'}, retried")
-                gevent.sleep(random.uniform(0.25, 0.5) * attempt)
+                gevent.sleep(max(_retry_after(r), random.uniform(0.25, 0.5) * attempt))
                 continue
             problem, value = read(r)
             if problem:
@@ -143,6 +143,14 @@ def browse(user: Merchant, method: str, url: str, form: dict[str, str] | None, r
             r.success()
             return str(value)
     return None
+
+
+def _retry_after(r: ResponseContextManager) -> float:
+    raw = r.headers.get("Retry-After") if r.headers is not None else None
+    try:
+        return max(0.0, float(str(raw))) if raw is not None else 0.0
+    except ValueError:
+        return 0.0
 
 
 # ------------------------------------------------------------------------------------------------------- tasks
