@@ -1,5 +1,6 @@
-"""After the load: wait for sagas in flight, then read every shard's money, transfers and outbox, and check
-that the money in the system is exactly what was seeded."""
+"""After the transfer scenarios' load: wait for sagas in flight, then read every shard's money, transfers and
+outbox, and check that the money in the system is exactly what was seeded, each key moved money once, and no
+request answered 500 or 422."""
 
 from __future__ import annotations
 
@@ -9,8 +10,26 @@ from typing import Any
 
 import asyncpg
 
-from loadtest.bench_stack import CURRENCY
+from loadtest import bench_report as report
+from loadtest.bench_stack import CURRENCY, Seeded, say
 from shardpay.config import Settings
+
+
+def transfers(result: dict[str, Any], settings: Settings, seeded: Seeded, settle_timeout: float) -> None:
+    """The transfer scenarios' checks, into ``result`` (the audit is the harness's, for every scenario)."""
+    say("waiting for cross-shard transfers to settle")
+    result["settle"] = asyncio.run(settle(settings, settle_timeout))
+    result["checks"]["settled"] = result["settle"]["settled"]
+    state = asyncio.run(ledger_state(settings, seeded.merchant))
+    result["ledger"] = state
+    result["money"] = money_check(seeded.total, state)
+    result["checks"]["money"] = result["money"]["ok"]
+    result["effects"] = report.effects(result["load"], state)
+    result["checks"]["one_effect_per_key"] = result["effects"]["ok"]
+    warm = (result["load"]["warmup"] or {}).get("statuses", {})
+    for code in ("500", "422"):  # a 500 is always a bug; a replay with the same body is never a 422
+        seen = result["load"]["statuses"].get(code, 0) + warm.get(code, 0)
+        result["checks"][f"no_{code}"] = seen == 0
 
 
 async def in_flight(settings: Settings) -> tuple[int, int]:

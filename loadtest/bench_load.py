@@ -74,14 +74,16 @@ class WrkRun:
 
 def run_wrk(
     wrk: str, url: str, script: Path, ids_file: Path, key_prefix: str, api_key: str, *,
-    threads: int, connections: int, seconds: int, timeout: int,
+    threads: int, connections: int, seconds: int, timeout: int, extra: tuple[str, ...] = (), delay_ms: int = 0,
 ) -> WrkRun:  # fmt: skip
-    """Run wrk once for ``seconds`` and parse the JSON line the Lua done() prints."""
+    """Run wrk once for ``seconds`` and parse the JSON line the Lua done() prints. ``extra``: more script arguments
+    after the ids file and the key prefix (payments.lua's pm_ tokens file); ``delay_ms``: each connection's mean
+    pause between requests (0: none)."""
     cmd = [
         wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", f"{timeout}s", "-s", str(script), url,
-        "--", str(ids_file), key_prefix,
+        "--", str(ids_file), key_prefix, *extra,
     ]  # fmt: skip
-    env = {**os.environ, "SHARDPAY_BENCH_KEY": api_key}
+    env = {**os.environ, "SHARDPAY_BENCH_KEY": api_key, "SHARDPAY_BENCH_DELAY_MS": str(delay_ms)}
     started = time.monotonic()
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
@@ -102,6 +104,11 @@ def run_wrk(
             report = orjson.loads(line.removeprefix("BENCH_JSON "))
             return WrkRun(wall=time.monotonic() - started, report=report)
     raise RuntimeError(f"wrk printed no BENCH_JSON (exit {proc.returncode}): {err.decode(errors='replace')[-2000:]}")
+
+
+def delay_ms(connections: int, rate: int) -> int:
+    """The mean pause per connection between requests for at most ``rate`` requests/s in all (0: no pause)."""
+    return round(1000 * connections / rate) if rate > 0 else 0
 
 
 def percentiles(histogram: dict[int, float], wanted: Iterable[float] = PERCENTILES) -> dict[str, float]:
@@ -185,6 +192,8 @@ class CpuSampler:
         if ppid in ours and ours[ppid] == "gateway (uvicorn master)":
             return "gateway worker" if "spawn_main" in title else "gateway (helper)"
         if name == "postgres" or title.startswith("postgres:"):
+            if f" {self.db_prefix}_psp " in title:  # the PSP's own cost, apart from shardpay's
+                return "postgres backends (psp-sim database)"
             if f" {self.db_prefix}_" in title:
                 return "postgres backends (bench databases)"
             if title.startswith("postgres:") and re.search(r"\d+\.\d+\(\d+\)|\[local\]", title):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import bench_load as load
+from loadtest import bench_payments_report as payments_report
 from loadtest.bench_stack import EXPECTED_SETTINGS
 
 
@@ -34,6 +35,25 @@ def aggregate(run: load.WrkRun, warm: load.WrkRun | None, cpu: dict[str, Any]) -
     }  # fmt: skip
 
 
+def _fresh_and_unknown(part: dict[str, Any]) -> tuple[int, int]:
+    statuses = part["statuses"]
+    fresh = statuses.get("201", 0) - part["replayed"].get("201", 0)
+    errors = part["socket_errors"]
+    unknown = part["unanswered"] + (sum(errors.values()) if isinstance(errors, dict) else errors)
+    unknown += sum(n for code, n in statuses.items() if code.startswith("5"))
+    return fresh, unknown
+
+
+def fresh_and_unknown(loaded: dict[str, Any]) -> tuple[int, int]:
+    """Fresh (not replayed) 201s of the load and its warm-up, and the requests whose outcome the client never
+    learnt (unanswered when wrk stopped, socket errors, 5xx)."""
+    fresh, unknown = _fresh_and_unknown(loaded)
+    if loaded["warmup"]:
+        warm_fresh, warm_unknown = _fresh_and_unknown(loaded["warmup"])
+        fresh, unknown = fresh + warm_fresh, unknown + warm_unknown
+    return fresh, unknown
+
+
 def effects(loaded: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     """No key moved money twice, and every fresh (not replayed) 201 is exactly one transfer in the database.
 
@@ -41,19 +61,7 @@ def effects(loaded: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     outcome the client never learnt (unanswered when wrk stopped, socket errors, 5xx).
     """
     transfers = state["transfers"]
-
-    def fresh_and_unknown(part: dict[str, Any]) -> tuple[int, int]:
-        statuses = part["statuses"]
-        fresh = statuses.get("201", 0) - part["replayed"].get("201", 0)
-        errors = part["socket_errors"]
-        unknown = part["unanswered"] + (sum(errors.values()) if isinstance(errors, dict) else errors)
-        unknown += sum(n for code, n in statuses.items() if code.startswith("5"))
-        return fresh, unknown
-
     fresh, unknown = fresh_and_unknown(loaded)
-    if loaded["warmup"]:
-        warm_fresh, warm_unknown = fresh_and_unknown(loaded["warmup"])
-        fresh, unknown = fresh + warm_fresh, unknown + warm_unknown
     rows = transfers["rows"]
     ok = transfers["duplicated_keys"] == 0 and fresh <= rows <= fresh + unknown
     return {
@@ -80,6 +88,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, constrained_layout=True)
     top.plot(t, [p["rps"] for p in timeline], "o-", markersize=3, label="all responses")
     top.plot(t, [p["ok_rps"] for p in timeline], "s--", markersize=3, label="2xx")
+    finals = (result.get("payments") or {}).get("end_to_end", {}).get("finals_timeline")
+    if finals:  # payments: when each payment's last order became final, from the shards
+        top.plot(range(len(finals)), finals, "^-", markersize=3, label="payments final (all orders)")
     pg = result.get("pgbench") or {}
     if pg.get("tps"):
         top.axhline(pg["tps"], color="grey", linestyle=":", label=f"pgbench {pg['tps']:,.0f} tps")
@@ -125,6 +136,8 @@ def summary(result: dict[str, Any]) -> str:
         + (f"   (replayed: {sum(loaded['replayed'].values()):,})" if loaded["replayed"] else "")
         + "   socket errors: " + (", ".join(f"{k} {v}" for k, v in loaded["socket_errors"].items() if v) or "0"),
     ]  # fmt: skip
+    if "payments" in result and "end_to_end" in result["payments"]:
+        lines += payments_report.summary_lines(result, mark)
     if "settle" in result:
         s = result["settle"]
         lines.append(
@@ -164,7 +177,9 @@ def summary(result: dict[str, Any]) -> str:
             lines.append(f"  pgbench     failed: {pg.get('error')}")
     cpu = loaded["cpu"]
     lines.append(
-        f"  CPU         {cpu['cpus']} cores over {cpu['wall_s']} s of load: {cpu['busy_pct']}% busy "
+        f"  CPU         {cpu['cpus']} cores over {cpu['wall_s']} s of load"
+        + (" and its drain" if loaded.get("drain") else "")
+        + f": {cpu['busy_pct']}% busy "
         f"(share = % of all cores; cores = CPU-seconds per second)"
     )
     lines.append(f"    {'process':<42} {'pids':>4} {'cpu s':>8} {'cores':>6} {'share':>7}")
@@ -178,6 +193,8 @@ def summary(result: dict[str, Any]) -> str:
             f"  wrk         {loaded['wrk_cpu_per_request_us']:.1f} µs CPU per request at this rate "
             f"({cpu['wrk_cpu_s']:.2f} CPU s; the generator's own ceiling: --selftest)"
         )
+    if "payments" in result and "cpu_per_payment" in result["payments"]:
+        lines += payments_report.cpu_lines(result)
     lines += _memory_lines(cpu.get("memory", []), result["checks"].get("gateway_memory_flat"))
     lines.append(f"  files       {result['files']['json']}  {result['files']['png']}")
     failed = [name for name, ok in result["checks"].items() if not ok]

@@ -1,8 +1,10 @@
 """The benchmark's own shardpay stack: databases, broker vhost, Redis database, seeded wallets, processes.
 
-Everything is private to the benchmark: databases ``<prefix>_control`` / ``<prefix>_shard_<n>`` (dropped and
-re-created per run), Redis database 14 (flushed), RabbitMQ vhost ``shardpay_bench`` (deleted and re-created, so
-no stale event reaches the new run), its own port. Nothing here touches another stack's data.
+Everything is private to the benchmark: databases ``<prefix>_control`` / ``<prefix>_shard_<n>`` and the PSP
+simulator's ``<prefix>_psp`` (dropped and re-created per run), Redis database 14 (flushed), RabbitMQ vhost
+``shardpay_bench`` (deleted and re-created, so no stale event reaches the new run), its own gateway port and its
+own simulator on the gateway's port + 100, whose webhooks go to the bench's gateway. Nothing here touches
+another stack's data.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ CURRENCY = "USD"
 SEED_REF = "bench-seed"
 # The processes `shardpay run` supervises (started here one by one, so each one's CPU can be told apart).
 CHILDREN = supervisor.CHILDREN
+# The simulator listens this far above the gateway: 8400 beside the bench's 8300, clear of `make run`'s 8000/8100.
+PSP_PORT_OFFSET = 100
+# What drop_databases drops of a prefix: the control and shard databases and the simulator's.
+STACK_DATABASES = r"(control|shard_[0-9]+|psp)"
+
+
+def psp_port(port: int) -> int:
+    """The bench simulator's port for a bench gateway on ``port``."""
+    return port + PSP_PORT_OFFSET
 
 
 class BenchError(RuntimeError):
@@ -64,10 +75,26 @@ def stack_env(prefix: str, shards: int, port: int, workers: int, extra: dict[str
             "SHARDPAY_LOG_REQUESTS": "false",
             "SHARDPAY_DEFAULT_RATE": "1000000",
             "SHARDPAY_DEFAULT_BURST": "1000000",
+            **psp_env(prefix, port),
         }
     )
     env.update({f"SHARDPAY_{k}": v for k, v in extra.items()})
     return env
+
+
+def psp_env(prefix: str, port: int) -> dict[str, str]:
+    """The bench's own PSP simulator: its port, its database, its webhooks to the bench gateway (not `make run`'s
+    on 8000), and shardpay's processes pointed at it. Its request log is off with the gateway's
+    (SHARDPAY_LOG_REQUESTS covers both)."""
+    sim = psp_port(port)
+    return {
+        "SHARDPAY_PSP_HOST": "127.0.0.1",
+        "SHARDPAY_PSP_PORT": str(sim),
+        "SHARDPAY_PSP_URL": f"http://127.0.0.1:{sim}",
+        "SHARDPAY_PSP_PUBLIC_URL": f"http://127.0.0.1:{sim}",
+        "SHARDPAY_PSP_DSN": f"{PG}/{prefix}_psp",
+        "SHARDPAY_PSP_WEBHOOK_URL": f"http://127.0.0.1:{port}/v1/webhooks/psp",
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- services
@@ -139,8 +166,8 @@ def reset_vhost() -> None:
     ctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
 
 
-async def drop_databases(prefix: str, pattern: str = r"(control|shard_[0-9]+)") -> list[str]:
-    """Drop this prefix's databases (and only those)."""
+async def drop_databases(prefix: str, pattern: str = STACK_DATABASES) -> list[str]:
+    """Drop this prefix's databases (and only those): the simulator re-creates and migrates its own at start."""
     admin = await asyncpg.connect(f"{PG}/postgres")
     try:
         rows = await admin.fetch(
@@ -299,17 +326,20 @@ class Stack:
         return [f"{name} (exit {p.returncode})" for name, p in self.procs.items() if p.poll() is not None]
 
     def wait_ready(self, timeout: float) -> float:
-        """Until GET /readyz answers 200 (every shard, Redis and RabbitMQ reachable)."""
+        """Until the gateway's GET /readyz answers 200 (every shard, Redis and RabbitMQ reachable) and the PSP
+        simulator's GET /sim/faults does (its database migrated, its faults loaded)."""
         started = time.monotonic()
-        url = f"http://127.0.0.1:{self.port}/readyz"
-        while time.monotonic() - started < timeout:
+        urls = [f"http://127.0.0.1:{self.port}/readyz", f"http://127.0.0.1:{psp_port(self.port)}/sim/faults"]
+        while urls and time.monotonic() - started < timeout:
             if self.dead():
                 raise BenchError(f"stack process died: {', '.join(self.dead())}; see {self.logs}")
-            with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=2) as reply:
-                if reply.status == 200:
-                    return time.monotonic() - started
+            if _answers(urls[0]):
+                urls.pop(0)
+                continue
             time.sleep(0.25)
-        raise BenchError(f"the gateway was not ready within {timeout:.0f} s; see {self.logs}")
+        if urls:
+            raise BenchError(f"{urls[0]} did not answer 200 within {timeout:.0f} s; see {self.logs}")
+        return time.monotonic() - started
 
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.procs.items() if p.poll() is None}
@@ -330,6 +360,12 @@ class Stack:
         if self.metrics_dir:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
             self.metrics_dir = ""
+
+
+def _answers(url: str) -> bool:
+    with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=2) as reply:
+        return bool(reply.status == 200)
+    return False
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

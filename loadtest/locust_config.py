@@ -12,6 +12,7 @@ from pathlib import Path
 from shardpay.config import ConfigError, env_float, env_int
 
 DEFAULT_HOST = "http://127.0.0.1:8000"
+GOOD_CARD = "4242424242424242"  # the PSP's test card that always succeeds
 
 
 def _env_int(name: str, default: int, minimum: int = 1) -> int:
@@ -41,6 +42,15 @@ def _env_wait() -> tuple[float, float]:
     if not 0 <= low <= high:
         raise SystemExit(f"SHARDPAY_LOCUST_WAIT={raw!r} needs 0 <= MIN <= MAX")
     return low, high
+
+
+def _psp_public_url() -> str | None:
+    """Where the PSP's hosted pages are (the simulator's ``SHARDPAY_PSP_PUBLIC_URL``): when set, every checkout
+    session's ``redirect_url`` must be there."""
+    raw = os.environ.get("SHARDPAY_PSP_PUBLIC_URL", "").strip().rstrip("/")
+    if raw and not raw.startswith(("http://", "https://")):
+        raise SystemExit(f"Config 'SHARDPAY_PSP_PUBLIC_URL' has value '{raw}'. Not an http(s) URL.")
+    return raw or None
 
 
 def api_key() -> str:
@@ -85,6 +95,9 @@ class Config:
     max_attempts: int
     max_rate_limited: int
     wait: tuple[float, float]
+    psp_public_url: str | None
+    card: str
+    follow_for: float
 
     @classmethod
     def from_env(cls) -> Config:
@@ -98,6 +111,9 @@ class Config:
             max_attempts=_env_int("LOCUST_MAX_ATTEMPTS", 6),
             max_rate_limited=_env_int("LOCUST_MAX_RATE_LIMITED", 20),
             wait=_env_wait(),
+            psp_public_url=_psp_public_url(),
+            card=os.environ.get("SHARDPAY_LOCUST_CARD", GOOD_CARD).strip(),
+            follow_for=_env_float("LOCUST_FOLLOW_FOR", 60.0),
         )
 
 

@@ -1,9 +1,12 @@
-"""Locust load test for shardpay: merchants creating wallets, moving money and reading their ledgers.
+"""Locust load test for shardpay: merchants creating wallets, moving money and reading their ledgers, taking
+payments through the PSP and paying out.
 
-Each simulated user is a merchant's server using one API key. On start it creates a few wallets of its own,
-then loops over weighted tasks: transfers between pre-funded wallets (most), double-submitted transfers
-(the merchant lost the response and sends the request again with the same key), balance reads, ledger
-entry pages, transfer status reads, and now and then a new wallet.
+Each simulated user is a merchant's server using one API key. On start it creates a few wallets of its own and
+gets a saved card (a ``pm_`` token) through the PSP's hosted page as its customer would, then loops over weighted
+tasks: transfers between pre-funded wallets (most), double-submitted transfers (the merchant lost the response
+and sends the request again with the same key), balance reads, ledger entry pages, transfer status reads, now and
+then a new wallet, and the money in and out of ``loadtest/locust_psp.py``: payments of 1-3 orders to its own
+wallets, payouts to a bank account, refunds of succeeded orders, and follow-up reads of each until it is final.
 
 Like a careful merchant it:
 
@@ -31,6 +34,9 @@ Configuration (environment variables; the host comes from Locust's ``--host``, d
   timeouts/503/409, spread over ~10-17 s: longer than a running request may hold its key);
   ``SHARDPAY_LOCUST_MAX_RATE_LIMITED`` (20 waits on 429 per request); ``SHARDPAY_LOCUST_WAIT`` (``0.1,1.0``:
   think time between tasks, seconds; ``0,0`` for a closed-loop maximum-throughput run).
+- ``SHARDPAY_PSP_PUBLIC_URL`` (unset): where the PSP's hosted pages are; when set, every checkout session's
+  ``redirect_url`` must be there. ``SHARDPAY_LOCUST_CARD`` (``4242424242424242``): the test card the customers
+  type; ``SHARDPAY_LOCUST_FOLLOW_FOR`` (60 s): how long a payment, payout or refund is followed while processing.
 
 Seed funded wallets (creates them through the API, credits them through the services layer, so it needs the
 gateway's ``SHARDPAY_*`` database settings, e.g. ``SHARDPAY_DB_PREFIX``)::
@@ -59,6 +65,7 @@ import gevent
 from locust import FastHttpUser, between, task
 from locust.contrib.fasthttp import ResponseContextManager
 
+from loadtest import locust_psp
 from loadtest.locust_checks import (
     Check,
     Reply,
@@ -99,7 +106,6 @@ class Merchant(FastHttpUser):
     # Read once at import (CONFIG is None only for `--help` and the seed helper, which start no users).
     network_timeout = CONFIG.timeout if CONFIG else 12.0
     connection_timeout = min(network_timeout, 5.0)
-    default_headers = {"Authorization": f"Bearer {CONFIG.api_key}"} if CONFIG else None
     wait_time = between(*(CONFIG.wait if CONFIG else (0.1, 1.0)))
 
     def on_start(self) -> None:
@@ -109,8 +115,11 @@ class Merchant(FastHttpUser):
         # Drawn per user, after Locust forked its workers (`--processes`): keys never collide across processes.
         self.key_prefix = f"locust-{uuid.uuid4().hex}"
         self.keys = itertools.count()
+        # Sent to the gateway only (send()), never to the PSP's hosted page: the key is the merchant's secret.
+        self.auth = f"Bearer {self.config.api_key}"
         for _ in range(self.config.wallets_per_user):
             self.create_wallet()
+        self.flows = locust_psp.Flows(method=locust_psp.payment_method(self))
 
     # -- helpers --------------------------------------------------------------------------------------------
 
@@ -133,7 +142,7 @@ class Merchant(FastHttpUser):
         under ``name [429]`` and a 409 under ``name [409]`` (successes: the merchant did the right thing), a
         timeout/connection error/503 that is retried under ``name`` as a failure (the gateway was slow or down).
         """
-        headers = {"Idempotency-Key": key} if key else None
+        headers = {"Authorization": self.auth} | ({"Idempotency-Key": key} if key else {})
         attempts = rate_limited = 0
         retried = False
         while True:
@@ -333,6 +342,24 @@ class Merchant(FastHttpUser):
     @task(1)
     def create_wallet_task(self) -> None:
         self.create_wallet()
+
+    # -- money in and out through the PSP (loadtest/locust_psp.py) ------------------------------------------
+
+    @task(3)
+    def pay_task(self) -> None:
+        locust_psp.pay(self, self.flows)
+
+    @task(3)
+    def follow_up_task(self) -> None:
+        locust_psp.follow_up(self, self.flows)
+
+    @task(1)
+    def payout_task(self) -> None:
+        locust_psp.payout(self, self.flows)
+
+    @task(2)
+    def refund_task(self) -> None:
+        locust_psp.refund(self, self.flows)
 
 
 if __name__ == "__main__":

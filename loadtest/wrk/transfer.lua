@@ -1,6 +1,9 @@
 -- shardpay transfer load for wrk (Debian's wrk 4.1, built with LuaJIT). Loaded by uniform.lua, hot.lua and
 -- retry.lua, which set REPLAY (the share of requests that resend an earlier key with the same body) and then
--- dofile() this file.
+-- dofile() this file. A scenario may also set, before its dofile(): PATH (the route POSTed, default
+-- /v1/transfers), make_body(ids, nids) (a fresh request's body; default a transfer between two random wallets of
+-- the ids file) and scenario_init(args) (run by each thread's init() after the ids are read, with wrk's script
+-- arguments; payments.lua reads its pm_ tokens there).
 --
 --   SHARDPAY_BENCH_KEY=sk_... wrk -t1 -c64 -d30s -s loadtest/wrk/uniform.lua http://127.0.0.1:8300 \
 --       -- <ids file: one wallet id a line> <idempotency key prefix>
@@ -27,6 +30,7 @@ local function now_us()
 end
 
 REPLAY = REPLAY or 0.0
+PATH = PATH or "/v1/transfers"
 local LOG_STEP = math.log(1.02)   -- latency buckets 2% wide: bucket b holds [1.02^b, 1.02^(b+1)) µs
 local BUCKETS = 10000              -- 1.02^10000 µs is far past any timeout
 
@@ -38,6 +42,15 @@ function setup(thread)
    counter = counter + 1
    thread:set("tid", counter)
    table.insert(threads, thread)
+end
+
+-- --rate: SHARDPAY_BENCH_DELAY_MS is each connection's mean pause between requests (connections / rate), drawn
+-- from 0.5 to 1.5 times it so that connections do not march in step. Without it wrk sends as fast as answers come.
+local DELAY_MS = tonumber(os.getenv("SHARDPAY_BENCH_DELAY_MS") or "0") or 0
+if DELAY_MS > 0 then
+   function delay()
+      return math.floor(DELAY_MS * (0.5 + math.random()))
+   end
 end
 
 -- Per-thread state (each wrk thread has its own Lua state). Globals are read by done() through thread:get().
@@ -69,7 +82,18 @@ function init(args)
    headers["Content-Type"] = "application/json"
    headers["Authorization"] = "Bearer " .. key
    math.randomseed(now_us() % 1000000007 + (tid or 0) * 7919)
+   if scenario_init then scenario_init(args) end
 end
+
+-- A transfer of 1..100 cents between two different wallets of the ids file.
+local function transfer_body(ids, nids)
+   local a = math.random(1, nids)
+   local b = math.random(1, nids - 1)
+   if b >= a then b = b + 1 end
+   return '{"source":"' .. ids[a] .. '","destination":"' .. ids[b] .. '","amount":' .. math.random(1, 100)
+      .. ',"currency":"USD"}'
+end
+make_body = make_body or transfer_body
 
 function request()
    local key, body
@@ -79,11 +103,7 @@ function request()
       replays_sent = replays_sent + 1
    else
       n = n + 1
-      local a = math.random(1, nids)
-      local b = math.random(1, nids - 1)
-      if b >= a then b = b + 1 end
-      body = '{"source":"' .. ids[a] .. '","destination":"' .. ids[b] .. '","amount":' .. math.random(1, 100)
-         .. ',"currency":"USD"}'
+      body = make_body(ids, nids)
       key = prefix .. "-" .. tid .. "-" .. n
       if REPLAY > 0 then
          ring_keys[ring_next], ring_bodies[ring_next] = key, body
@@ -96,7 +116,7 @@ function request()
    if started_us == 0 then started_us = t end
    headers["Idempotency-Key"] = key
    headers["X-Request-Id"] = tid .. "." .. sent .. "." .. t
-   return wrk.format("POST", "/v1/transfers", headers, body)
+   return wrk.format("POST", PATH, headers, body)
 end
 
 function response(status, hdrs, body)
