@@ -59,6 +59,8 @@ async def _apply(shards: Shards, kind_of: tuple[str, str, str], obj: psp.Charge 
     row = (await on_shard(shard, kind.rows(shards.pool(shard), [obj.reference]))).get(obj.reference)
     if row is None:
         return "unknown_reference"
+    if row["status"] != "processing" and row.get("reported", True):
+        return "already_final"  # the usual case (the executor's answer came first): no transaction at all
     with tracing.span(f"psp webhook {kind_name}", request_id=row["request_id"], object=obj.reference):
         applied = await kind.finish(shards, row, PspOutcome(status, obj.id, obj.failure_code))
     return "applied" if applied else "already_final"

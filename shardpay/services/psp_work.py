@@ -85,7 +85,8 @@ async def finish_order(shards: Shards, row: asyncpg.Record, outcome: Outcome) ->
     event_id, body = render_event(f"payment_order.{status}", row["merchant_id"], row["request_id"], obj, slot)
     done = await on_shard(shard, payments.finish_order(
         shards.pool(shard), row["id"], status, outcome.psp_id, outcome.failure_code, event_id, body))  # fmt: skip
-    if done.status in ("succeeded", "failed"):
+    # Reported by whoever decided it; by a later caller only if it had not been (its decider stopped in between).
+    if done.status in ("succeeded", "failed") and (done.applied or not row["reported"]):
         await report(shards, row["id"], row["payment_id"], done.status)
     return done.applied
 

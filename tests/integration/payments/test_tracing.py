@@ -75,12 +75,16 @@ async def test_one_payment_is_one_trace_across_processes(
     trace_id = tracing.trace_id_hex(request_id)
     # Generous: in a full suite the relay first publishes every earlier test's events (the outbox of the session's
     # shards), and the consumer handles them, before it reaches this payment's.
-    spans = await receiver.wait_for(trace_id, {"shardpay-gateway", "shardpay-executor", "shardpay-relay",
-                                               "shardpay-analytics"}, within=120)  # fmt: skip
+    spans = await receiver.wait_for(trace_id, {"shardpay-gateway", "shardpay-executor", "shardpay-analytics"},
+                                    within=120)  # fmt: skip
     names = {(s.service, s.name) for s in spans}
     assert ("shardpay-gateway", "POST /v1/payments") in names, names
     assert ("shardpay-executor", "psp work charge") in names and ("shardpay-executor", "psp POST /v1/charges") in names
     assert any(s.service == "shardpay-gateway" and s.name.startswith("redis") for s in spans), names
     assert any(s.service == "shardpay-gateway" and s.name.startswith("tick") for s in spans), names
-    assert any(s.service == "shardpay-relay" and trace_id in s.links for s in spans), names
     assert ("shardpay-analytics", "consume analytics") in names
+    # The relay's publish served many requests: it has a trace of its own, which the consumer's span links to (and
+    # which links back to up to 64 of the requests it carried).
+    consumed = [s for s in spans if s.service == "shardpay-analytics"]
+    published = {link for s in consumed for link in s.links}
+    assert any(s.service == "shardpay-relay" and s.trace_id in published for s in receiver.spans), published
