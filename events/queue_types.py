@@ -6,19 +6,21 @@ RabbitMQ 3.8 and take the message TTL the delay queues rely on from 3.10, so ``a
 later, classic before.
 
 A queue's type cannot change in place: declaring an existing classic queue as a quorum one is refused
-(PRECONDITION_FAILED). So each queue is resolved on its own. One that is new or already quorum is quorum. An
-existing classic one is moved over only when every queue of shardpay's is idle (no message, no consumer:
-nothing in a delay queue can be dead-lettered into a queue while it is being replaced, and no process is
-using any): it is deleted (``if-empty``, ``if-unused``, so the broker itself re-checks) and declared again as a
-quorum queue. Otherwise it stays classic, is used as such, and a ``topology.classic_kept`` line says which and
-why; a later start that finds everything idle moves it. A publish that lands in the moment between the delete
-and the new declaration is returned (``mandatory``) and the relay publishes it again.
+(PRECONDITION_FAILED). So each queue is resolved on its own whenever a process connects: one that is new or
+already quorum is quorum, an existing classic one is used as classic. Classic queues are moved over by
+``shardpay migrate`` (which ``make run`` and ``make run-ha`` run before starting anything), and only when every
+queue of shardpay's is idle (no message, no consumer: nothing in a delay queue can be dead-lettered into a
+queue while it is being replaced, and no process is using any): each is deleted (``if-empty``, ``if-unused``,
+so the broker itself re-checks) and declared again as a quorum queue. Otherwise they stay classic, and
+``migrate`` says which and why; a later one that finds everything idle moves them. A publish that lands in
+the moment between the delete and the new declaration is returned (``mandatory``) and published again.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from typing import Any
 
 import aiormq.exceptions
 from aio_pika.abc import AbstractConnection
@@ -26,6 +28,7 @@ from pamqp.common import FieldTable
 
 from events import broker, topology
 from events.logs import emit
+from shardpay.config import Settings
 
 QUORUM_SINCE = (3, 10)
 
@@ -42,14 +45,17 @@ def supports_quorum(connection: AbstractConnection) -> bool:
     return version >= QUORUM_SINCE
 
 
-async def resolve(connection: AbstractConnection, delays: Iterable[float], setting: str) -> dict[str, str]:
-    """Each queue's type to declare it with (quorum or classic), moving idle classic queues over."""
+async def resolve(
+    connection: AbstractConnection, delays: Iterable[float], setting: str, move: bool = False
+) -> dict[str, str]:
+    """Each queue's type to declare it with (quorum or classic); with ``move``, idle classic queues are moved
+    over first (``shardpay migrate`` only: nothing else of shardpay's runs then)."""
     queues = topology.queue_arguments(delays)
     if setting == "classic" or (setting == "auto" and not supports_quorum(connection)):
         return dict.fromkeys(queues, "classic")
     kinds = {name: "quorum" if await _declares(connection, name, args) else "classic" for name, args in queues.items()}
     classic = [name for name, kind in kinds.items() if kind == "classic"]
-    if not classic:
+    if not classic or not move:
         return kinds
     busy = await _busy(connection, list(queues))
     if busy:
@@ -103,3 +109,20 @@ async def _replace(connection: AbstractConnection, name: str, arguments: FieldTa
             await channel.close()
     emit("topology.quorum_queue", queue=name, was="classic")
     return True
+
+
+async def migrate(settings: Settings) -> dict[str, Any]:
+    """``shardpay migrate``'s part for the broker: every queue declared, idle classic ones moved to quorum."""
+    try:
+        connection = await broker.connect(settings.amqp_url)
+    except broker.TRANSIENT as exc:
+        return {"ok": False, "error": f"RabbitMQ unreachable ({type(exc).__name__}); queues are declared at start"}
+    try:
+        delays = topology.delays(settings)
+        kinds = await resolve(connection, delays, settings.amqp_queue_type, move=True)
+        channel = await connection.channel()
+        await topology.declare(channel, delays, kinds)
+    finally:
+        await broker.close_quietly(connection)
+    return {"ok": True, "quorum": sorted(n for n, k in kinds.items() if k == "quorum"),
+            "classic": sorted(n for n, k in kinds.items() if k == "classic")}  # fmt: skip

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shardpay.commands import events, ha, keys, ledger, merchants, ops, payments, psp
+from shardpay.commands import drill, events, ha, keys, ledger, merchants, ops, payments, psp
 
 
 def register(sub: Any) -> None:
-    for module in (ops, merchants, keys, ledger, events, psp, payments, ha):
+    for module in (ops, merchants, keys, ledger, events, psp, payments, ha, drill):
         module.register(sub)

@@ -20,13 +20,14 @@ def register(sub: Any) -> None:
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from events import queue_types
     from shards.migrate import migrate
 
     try:
         applied = await migrate(settings)
     except (OSError, asyncpg.PostgresError) as exc:
         raise CliError(f"migration failed: {exc}") from None
-    return {"applied": applied, "shards": settings.shard_count}
+    return {"applied": applied, "shards": settings.shard_count, "queues": await queue_types.migrate(settings)}
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:

@@ -108,9 +108,13 @@ def children(topology: Topology) -> tuple[dict[str, list[str]], dict[str, dict[s
     return argv, env
 
 
+# What the topology changes unless the caller set it: HAProxy's health checks would be most of the request log.
+DEFAULTS = {"SHARDPAY_LOG_REQUESTS": "false"}
+
+
 def stack_env(topology: Topology, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of shardpay's processes: the caller's, with the topology's settings over it."""
-    return {**(dict(os.environ) if base is None else base), **shardpay_env(topology)}
+    return {**DEFAULTS, **(dict(os.environ) if base is None else base), **shardpay_env(topology)}
 
 
 @contextlib.asynccontextmanager
@@ -151,11 +155,14 @@ async def run(topology: Topology) -> None:
 
 
 async def _serve(topology: Topology, stop: asyncio.Event, supervising: asyncio.Event) -> None:
+    from events import queue_types
     from shards.migrate import migrate
 
     env = stack_env(topology)
     async with servers_up(topology):
-        await migrate(Settings.from_env(env))
+        settings = Settings.from_env(env)
+        await migrate(settings)
+        say("ha.queues", **await queue_types.migrate(settings))
         argv, child_env = children(topology)
         say("ha.serving", gateway=topology.gateway_url, root=topology.root, logs=str(topology.path("log")))
         supervising.set()
