@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run run-ha test lint services install migrate clean
+.PHONY: run run-ha drills test lint services install migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(or $(PYTHON),$$(bash infra/python.sh)) -m venv $(VENV)
@@ -34,6 +34,11 @@ run: install services
 run-ha: install
 	bash infra/ha/install.sh
 	$(BIN)/shardpay ha up
+
+# Every failover drill (shardpay drill all) against the HA topology, started for it unless it already runs.
+drills: install
+	bash infra/ha/install.sh
+	bash infra/ha/drills.sh
 
 lint: install
 	$(BIN)/ruff check .

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from shardpay.commands.base import CliError, add
@@ -13,7 +14,8 @@ from shardpay.config import Settings
 def register(sub: Any) -> None:
     parser = sub.add_parser("ha", help="the high-availability topology on this machine (make run-ha)")
     ha = parser.add_subparsers(dest="ha_command", required=True)
-    add(ha, "up", _up, "start every server and shardpay process of the HA topology; Ctrl-C stops them all")
+    up = add(ha, "up", _up, "start every server and shardpay process of the HA topology; Ctrl-C stops them all")
+    up.add_argument("--topology", help="a topology.json to run instead of the standard one (the tests' small one)")
     add(ha, "status", _status, "each server's process and each Patroni cluster's members, as JSON")
     add(ha, "env", _env, "the SHARDPAY_* settings of the running topology, as shell assignments")
 
@@ -22,8 +24,10 @@ async def _up(args: argparse.Namespace, settings: Settings) -> None:
     from shardpay.ha import layout, runner
     from shardpay.ha.procs import StartFailed
 
+    given = None if args.topology is None else Path(args.topology)
+    topology = layout.from_env() if given is None else layout.Topology.from_json(given.read_bytes())
     try:
-        await runner.run(layout.from_env())
+        await runner.run(topology)
     except StartFailed as exc:
         raise CliError(str(exc)) from None
 

@@ -142,6 +142,7 @@ def _report(fault: Fault, detail: dict[str, Any], restored: float | None, seen: 
         passed["primaries_kept"] = bool(detail["primaries_kept"])
     if fault.name == "gateway-kill":
         passed["only_retryable_errors"] = set(seen["errors_by_status"]) <= {"503", "409", "429"}
+        passed["new_requests_served"] = set(seen["first_try_errors"]) <= {"503"}
     return {
         "drill": fault.name, "fault": fault.summary, "expect": fault.expect, "ok": all(passed.values()),
         "injected": detail, "restored_after_s": restored, **seen, "checks": passed, "details": verdict,
