@@ -16,6 +16,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import orjson
 
 from shardpay import supervisor
@@ -79,12 +80,22 @@ class Fleet:
                                    user=render.POSTGRES_USER, capture_output=True, check=False)  # fmt: skip
 
 
+async def _primary_through(port: int) -> asyncpg.Connection:
+    """A connection through a write port once it reaches the primary: HAProxy counts every server up when it
+    starts, until its checks (twice 0.5 s) say otherwise, so the first connections may reach the standby."""
+    for _ in range(150):
+        conn = await asyncpg.connect(dsn(port, "postgres"), timeout=10)
+        if not await conn.fetchval("SELECT pg_is_in_recovery()"):
+            return conn
+        await conn.close()
+        await asyncio.sleep(0.2)
+    raise StartFailed(f"the write port {port} still reaches a standby after 30 s")
+
+
 async def create_databases(topology: Topology) -> None:
     """Each cluster's databases, through its write port (the migration creates the tables)."""
-    import asyncpg
-
     for cluster in topology.clusters:
-        admin = await asyncpg.connect(dsn(cluster.write_port, "postgres"), timeout=10)
+        admin = await _primary_through(cluster.write_port)
         try:
             have = {row[0] for row in await admin.fetch("SELECT datname FROM pg_database")}
             for name in cluster.databases:

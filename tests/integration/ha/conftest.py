@@ -80,14 +80,14 @@ def _wait_ready(proc: subprocess.Popen[bytes], topology: Topology, log: Path) ->
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"shardpay ha up exited with {proc.returncode}; see {log}")
+            pytest.fail(f"shardpay ha up exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             if httpx.get(f"{topology.gateway_url}/readyz", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    pytest.fail(f"the HA topology was not ready within 240 s; see {log} and {topology.path('log')}")
+    pytest.fail(f"the HA topology was not ready within 240 s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="session")
