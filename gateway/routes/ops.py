@@ -28,7 +28,7 @@ async def readyz(request: Request) -> Response:
     and, in ``details``, the PSP's circuit breakers: any not closed makes the status 'degraded' (still 200:
     transfers keep working, and payments wait in 'processing')."""
     if drain.draining():  # leaving the load balancer (gateway.drain): still serving, soon stopping
-        return http.json_response(503, b'{"status":"draining"}', {"Retry-After": "1"})
+        return http.json_response(503, b'{"status":"draining","checks":{},"details":{}}', {"Retry-After": "1"})
     res = resources(request)
     snapshot = await res.probe.snapshot()
     checks = snapshot.checks()

@@ -117,7 +117,21 @@ def sentinel(topology: Topology) -> Server:
     config = render.sentinel(topology)
     port = topology.sentinel_port
     return Server("sentinel", ["redis-sentinel", str(config)], topology.path("log", "sentinel.log"),
-                  lambda: _redis_ok(port, "SENTINEL", "get-master-addr-by-name", REDIS_MASTER), grace=5.0)  # fmt: skip
+                  lambda: _sentinel_ok(port), grace=5.0)  # fmt: skip
+
+
+async def _sentinel_ok(port: int) -> bool:
+    """Sentinel knows the primary and a replica to promote (it learns of replicas from the primary's INFO)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        replicas = await client.execute_command("SENTINEL", "replicas", REDIS_MASTER)  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError, aioredis.RedisError):
+        return False
+    finally:
+        await client.aclose()
+    return bool(replicas)
 
 
 def rabbitmq(topology: Topology) -> Server:

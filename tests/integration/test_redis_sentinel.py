@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,23 @@ def _ping(port: int) -> bool:
     return subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() == b"PONG"
 
 
+def _replica_known(sentinel: int) -> bool:
+    found = subprocess.run(["redis-cli", "-p", str(sentinel), "SENTINEL", "replicas", "pay"], capture_output=True)
+    return b"master-link-status" in found.stdout and b"s_down" not in found.stdout
+
+
+def _linked(replica: int) -> bool:
+    found = subprocess.run(["redis-cli", "-p", str(replica), "INFO", "replication"], capture_output=True)
+    return b"master_link_status:up" in found.stdout
+
+
+def _until(what: str, check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not check():
+        assert time.monotonic() < deadline, f"the test's Redis servers: {what} not within 30 s"
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def sentinel_set(tmp_path: Path) -> Iterator[tuple[int, int, int, subprocess.Popen[bytes]]]:
     primary, replica, sentinel = free_port(), free_port(), free_port()
@@ -34,14 +51,16 @@ def sentinel_set(tmp_path: Path) -> Iterator[tuple[int, int, int, subprocess.Pop
     follows = ["--replicaof", "127.0.0.1", str(primary)]
     procs = [_server("redis-server", "--port", str(primary), *common),
              _server("redis-server", "--port", str(replica), *follows, *common)]  # fmt: skip
+    # Sentinel only once both answer and the replica is in sync: a primary it cannot reach at its start is
+    # marked down, and a failover that then finds no good replica is not tried again for twice failover-timeout.
+    _until("the replica in sync", lambda: _ping(primary) and _linked(replica))
     config = tmp_path / "sentinel.conf"
-    config.write_text(f"port {sentinel}\nbind 127.0.0.1\nsentinel monitor pay 127.0.0.1 {primary} 1\n"
+    config.write_text(f"port {sentinel}\nbind 127.0.0.1\nlogfile {tmp_path / 'sentinel.log'}\n"
+                      f"sentinel monitor pay 127.0.0.1 {primary} 1\n"
                       "sentinel down-after-milliseconds pay 1000\nsentinel failover-timeout pay 5000\n")  # fmt: skip
     procs.append(_server("redis-sentinel", str(config)))
-    deadline = time.monotonic() + 10
-    while not all(_ping(p) for p in (primary, replica, sentinel)):
-        assert time.monotonic() < deadline, "the test's Redis servers did not start"
-        time.sleep(0.05)
+    # Sentinel learns of replicas from the primary's INFO: until it has, it has nobody to promote.
+    _until("Sentinel knowing the replica", lambda: _ping(sentinel) and _replica_known(sentinel))
     yield primary, replica, sentinel, procs[0]
     for proc in procs:
         proc.kill()
