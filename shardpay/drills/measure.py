@@ -44,9 +44,11 @@ def summarize(requests: Iterable[Request], window: Window) -> dict[str, Any]:
         "first_error_s": _first(after, window),
         "rto_s": round(max(a.answered for _, a in after) - window.fault_at, 2) if after else 0.0,
         "errors_by_status": dict(Counter(_label(a) for _, a in after)),
-        # Failed first tries of requests sent after the fault: what a new caller meets (a retry of a key whose
-        # earlier try had an unknown outcome may meet that try's lock instead: 409).
-        "first_try_errors": dict(Counter(_label(a) for r, a in after if a is r.attempts[0])),
+        # Failed first tries of requests first sent after the fault: what a new caller meets. (A request in
+        # flight at the fault may meet its own earlier try's lock, through HAProxy's retry or its own: 409.)
+        "first_try_errors": dict(
+            Counter(_label(a) for r, a in after if a is r.attempts[0] and a.sent >= window.fault_at)
+        ),
         "errors_before_fault": len(before),
         "errors_on_other_shards": len(elsewhere) if window.shard is not None else None,
         "status_500": sum(1 for r in requests for a in r.attempts if a.status == 500),
