@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint services install migrate clean
+.PHONY: run run-ha drills test lint services install migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(or $(PYTHON),$$(bash infra/python.sh)) -m venv $(VENV)
@@ -29,6 +29,17 @@ run: install services
 	fi
 	SHARDPAY_WEBHOOK_ALLOW_PRIVATE=$${SHARDPAY_WEBHOOK_ALLOW_PRIVATE-true} $(BIN)/shardpay run
 
+# The high-availability topology (README, "High availability"): Patroni clusters on etcd, HAProxy, Redis under
+# Sentinel, a RabbitMQ node of its own, two gateways; everything under SHARDPAY_HA_DIR (.ha), until Ctrl-C.
+run-ha: install
+	bash infra/ha/install.sh
+	$(BIN)/shardpay ha up
+
+# Every failover drill (shardpay drill all) against the HA topology, started for it unless it already runs.
+drills: install
+	bash infra/ha/install.sh
+	bash infra/ha/drills.sh
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -38,7 +49,7 @@ test: install services lint
 	$(BIN)/pytest -q
 
 clean:
-	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache .ha
 
 # The benchmark (loadtest/bench.py): its own stack on port 8300 and databases shardpay_bench_*, wrk load, audit,
 # pgbench baseline, results in loadtest/results/. E.g. make bench ARGS="--scenario hot --duration 30".

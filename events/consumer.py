@@ -23,7 +23,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
-from events import broker, pack, topology
+from events import broker, pack, queue_types, topology
 from events.backoff import Backoff, sleep_or_stop
 from events.envelope import Event, InvalidEvent, parse
 from events.logs import emit
@@ -99,7 +99,8 @@ async def _session(
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         await channel.set_qos(prefetch_count=spec.prefetch)
-        await topology.declare(channel, topology.delays(settings))
+        delays = topology.delays(settings)
+        await topology.declare(channel, delays, await queue_types.resolve(connection, delays, settings.amqp_queue_type))
         queue = await channel.get_queue(spec.queue, ensure=False)
         inflight, tally = Inflight(), Tally(spec)
         batcher = _batcher(spec, handler, channel)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
-from events import broker, topology
+from events import broker, queue_types, topology
 
 PUBLISH_TIMEOUT = 15.0
 
@@ -25,10 +25,14 @@ class PublishFailed(Exception):
 class Publisher:
     """Publishes batches with publisher confirms, ``mandatory=True``, and returned messages raised as errors."""
 
-    def __init__(self, url: str, delays: Iterable[float], timeout: float = PUBLISH_TIMEOUT) -> None:
-        """``delays``: the delay queues to declare with the topology (``topology.delays``)."""
+    def __init__(
+        self, url: str, delays: Iterable[float], timeout: float = PUBLISH_TIMEOUT, queue_type: str = "auto"
+    ) -> None:
+        """``delays``: the delay queues to declare with the topology (``topology.delays``); ``queue_type``:
+        ``SHARDPAY_AMQP_QUEUE_TYPE`` (``events.queue_types``)."""
         self._url = url
         self._delays = tuple(delays)
+        self._queue_type = queue_type
         self._timeout = timeout
         self._lock = asyncio.Lock()
         self._connection: AbstractConnection | None = None
@@ -69,8 +73,9 @@ class Publisher:
     async def _connect(self) -> None:
         connection = await broker.connect(self._url)
         try:
+            types = await queue_types.resolve(connection, self._delays, self._queue_type)
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            self._exchange = await topology.declare(channel, self._delays)
+            self._exchange = await topology.declare(channel, self._delays, types)
         except BaseException:
             await broker.close_quietly(connection)
             raise

@@ -38,7 +38,7 @@ class RelayOptions:
 async def run_relay(settings: Settings, stop: asyncio.Event, options: RelayOptions | None = None) -> None:
     """Relay every shard's outbox until ``stop`` is set; a shard or the broker being down only pauses it."""
     opts = options or RelayOptions(linger=settings.relay_linger)
-    publisher = Publisher(settings.amqp_url, topology.delays(settings))
+    publisher = Publisher(settings.amqp_url, topology.delays(settings), queue_type=settings.amqp_queue_type)
     pools = [await db.lazy_pool(dsn, settings, max_size=2) for dsn in settings.shard_dsns]
     emit("relay.started", shards=len(pools), batch_size=opts.batch_size)
     relays = [ShardRelay(index, pool, publisher, opts) for index, pool in enumerate(pools)]

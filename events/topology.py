@@ -8,7 +8,7 @@ back to the notifications queue through the default exchange.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractExchange
@@ -48,18 +48,40 @@ def queue_names(delays: Iterable[float]) -> list[str]:
     return [*CONSUMED, *(dead_queue(q) for q in CONSUMED), *waits]
 
 
-async def declare(channel: AbstractChannel, delays: Iterable[float]) -> AbstractExchange:
-    """Declare the exchange and every queue (a delay queue per wait in ``delays``, see ``delays()``); safe to
-    repeat with the same settings."""
-    exchange = await channel.declare_exchange(EXCHANGE, ExchangeType.TOPIC, durable=True)
+def queue_arguments(delays: Iterable[float]) -> dict[str, FieldTable]:
+    """Every queue ``declare`` creates, with its arguments (before its type's: ``events.queue_types``)."""
+    found: dict[str, FieldTable] = {}
     for name in CONSUMED:
-        await channel.declare_queue(dead_queue(name), durable=True)
-        queue = await channel.declare_queue(name, durable=True, arguments=_dead_letter(dead_queue(name)))
-        await queue.bind(exchange, "#")
+        found[dead_queue(name)] = {}
+        found[name] = _dead_letter(dead_queue(name))
     for seconds in sorted(set(delays)):
-        arguments: FieldTable = {"x-message-ttl": _ms(seconds), **_dead_letter(NOTIFICATIONS)}
-        await channel.declare_queue(delay_queue(seconds), durable=True, arguments=arguments)
+        found[delay_queue(seconds)] = {"x-message-ttl": _ms(seconds), **_dead_letter(NOTIFICATIONS)}
+    return found
+
+
+async def declare(
+    channel: AbstractChannel, delays: Iterable[float], types: Mapping[str, str] | None = None
+) -> AbstractExchange:
+    """Declare the exchange and every queue (a delay queue per wait in ``delays``, see ``delays()``), each of
+    the type ``types`` names (``events.queue_types.resolve``; classic if absent); safe to repeat."""
+    exchange = await channel.declare_exchange(EXCHANGE, ExchangeType.TOPIC, durable=True)
+    for name, arguments in queue_arguments(delays).items():
+        kind = (types or {}).get(name, "classic")
+        queue = await channel.declare_queue(name, durable=True, arguments=typed(arguments, kind))
+        if name in CONSUMED:
+            await queue.bind(exchange, "#")
     return exchange
+
+
+def typed(arguments: FieldTable, kind: str) -> FieldTable:
+    """A queue's arguments for its type. A quorum queue dead-letters at least once (the message leaves only once
+    its target confirmed it), which needs the queue to refuse publishes when full rather than drop its head."""
+    if kind != "quorum":
+        return arguments
+    extra: FieldTable = {"x-queue-type": "quorum"}
+    if "x-dead-letter-exchange" in arguments:
+        extra = {**extra, "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    return {**arguments, **extra}
 
 
 def _dead_letter(to_queue: str) -> FieldTable:

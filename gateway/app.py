@@ -7,7 +7,6 @@ import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -23,7 +22,7 @@ from gateway.middleware import RequestContext
 from gateway.probes import open_probe
 from gateway.routes import routes
 from gateway.state import Resources
-from shardpay import tracing
+from shardpay import redis_client, tracing
 from shardpay.config import Settings
 from shardpay.domain.errors import ApiError
 from shardpay.resilience import Breaker
@@ -36,10 +35,7 @@ from shards.pools import open_shards
 def _lifespan(settings: Settings) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        client = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=settings.redis_timeout,
-            socket_connect_timeout=settings.redis_timeout, max_connections=256,
-        )  # fmt: skip
+        client = redis_client.connect(settings, max_connections=256)
         tracing.configure(settings.otlp_endpoint, "shardpay-gateway")
         amqp = BrokerProbe(settings.amqp_url, settings.db_timeout)
         amqp.start()

@@ -299,7 +299,7 @@ def response_schemas() -> Schema:
                                                      "transfer": {"type": "object"}, "error": {"type": "object"}}}}}),
         "CurrencyList": listing(_object({"code": currency, "minor_unit_digits": {"type": "integer", "minimum": 0}})),
         "Health": _object({"status": {"const": "ok"}}),
-        "Readiness": _object({"status": {"enum": ["ready", "degraded", "unavailable"]},
+        "Readiness": _object({"status": {"enum": ["ready", "degraded", "unavailable", "draining"]},
                               "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
                               "details": {"type": "object"}}),
     }  # fmt: skip

@@ -146,6 +146,13 @@ class Settings:
     reconcile_daily: bool = True
     reconcile_at: time = time(1, 0)
     reconcile_retry: float = 300.0
+    # High availability (README, "High availability"): read replicas, Redis through Sentinel, draining, queues.
+    shard_replica_dsns: tuple[str | None, ...] = ()
+    control_replica_dsn: str | None = None
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_master: str = "shardpay"
+    drain_seconds: float = 0.0
+    amqp_queue_type: str = "auto"
 
     @property
     def shard_count(self) -> int:
@@ -156,6 +163,8 @@ class Settings:
         e = os.environ if env is None else env
         pg = _raw(e, "PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
         db_prefix = _raw(e, "DB_PREFIX", "shardpay")
+        shard_dsns = _shard_dsns(e, pg, db_prefix)
+        shard_count = len(shard_dsns)
         return cls(
             host=_raw(e, "HOST", "127.0.0.1"),
             port=env_int(e, "PORT", 8000, minimum=1),
@@ -163,7 +172,7 @@ class Settings:
             pg_server=pg,
             db_prefix=db_prefix,
             control_dsn=_raw(e, "CONTROL_DSN", f"{pg}/{db_prefix}_control"),
-            shard_dsns=_shard_dsns(e, pg, db_prefix),
+            shard_dsns=shard_dsns,
             pool_min=env_int(e, "POOL_MIN", 2, minimum=1),
             pool_max=env_int(e, "POOL_MAX", 8, minimum=1),
             db_timeout=env_float(e, "DB_TIMEOUT", 5.0),
@@ -203,6 +212,7 @@ class Settings:
             reconcile_daily=_bool(e, "RECONCILE_DAILY", True),
             reconcile_at=_time_of_day(e, "RECONCILE_AT", "01:00"),
             reconcile_retry=_positive(e, "RECONCILE_RETRY", 300.0),
+            **_ha(e, shard_count),
         )
 
 
@@ -254,3 +264,57 @@ def _secret(env: Mapping[str, str], name: str, default: str) -> str:
         # The value itself is never echoed: it is a secret.
         raise ConfigError(f"Config '{PREFIX}{name}' is empty. It must be set to a non-empty secret.")
     return raw
+
+
+QUEUE_TYPES = ("auto", "quorum", "classic")
+
+
+def _ha(e: Mapping[str, str], shard_count: int) -> dict[str, Any]:
+    """The high-availability settings: each optional, and without them everything is as on one server."""
+    drain = env_float(e, "DRAIN_SECONDS", 0.0)
+    workers = env_int(e, "WORKERS", 2, minimum=1)
+    if drain > 0 and workers > 1:
+        # uvicorn's worker processes take SIGTERM from their parent: one instance per process drains cleanly.
+        raise ConfigError(
+            f"Config '{PREFIX}DRAIN_SECONDS' has value '{drain:g}'. Needs {PREFIX}WORKERS=1 (has {workers})."
+        )
+    queue_type = _raw(e, "AMQP_QUEUE_TYPE", "auto")
+    if queue_type not in QUEUE_TYPES:
+        raise ConfigError(
+            f"Config '{PREFIX}AMQP_QUEUE_TYPE' has value '{queue_type}'. Not one of {', '.join(QUEUE_TYPES)}."
+        )
+    return {
+        "shard_replica_dsns": _replica_dsns(e, shard_count),
+        "control_replica_dsn": _raw(e, "CONTROL_REPLICA_DSN", "").strip() or None,
+        "redis_sentinels": _sentinels(e),
+        "redis_master": _raw(e, "REDIS_MASTER", "shardpay"),
+        "drain_seconds": drain,
+        "amqp_queue_type": queue_type,
+    }
+
+
+def _replica_dsns(e: Mapping[str, str], shard_count: int) -> tuple[str | None, ...]:
+    """Shard n's read replica is the n-th entry (empty: none), or none at all when the setting is absent."""
+    raw = _raw(e, "SHARD_REPLICA_DSNS", "")
+    if not raw.strip():
+        return ()
+    parts = [part.strip() or None for part in raw.split(",")]
+    if len(parts) != shard_count:
+        raise ConfigError(
+            f"Config '{PREFIX}SHARD_REPLICA_DSNS' has value '{raw}'. Needs {shard_count} entries, one per shard "
+            "(an empty entry for a shard without a replica)."
+        )
+    return tuple(parts)
+
+
+def _sentinels(e: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    raw = _raw(e, "REDIS_SENTINELS", "")
+    found: list[tuple[str, int]] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"Config '{PREFIX}REDIS_SENTINELS' has value '{raw}'. '{part}' is not host:port.")
+        found.append((host, int(port)))
+    return tuple(found)

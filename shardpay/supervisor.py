@@ -12,7 +12,8 @@ import contextlib
 import signal
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import orjson
 
@@ -33,7 +34,7 @@ RECONCILER = {"reconciler": ["reconcile", "--daily"]}
 GRACE = 10.0
 
 
-def children(env: Mapping[str, str]) -> dict[str, list[str]]:
+def default_children(env: Mapping[str, str]) -> dict[str, list[str]]:
     """What ``shardpay run`` starts, by the settings in ``env``."""
     daily = Settings.from_env(env).reconcile_daily
     return {**CHILDREN, **(RECONCILER if daily else {})}
@@ -43,10 +44,14 @@ def _say(event: str, **fields: object) -> None:
     sys.stderr.write(orjson.dumps({"event": event, **fields}).decode() + "\n")
 
 
-async def _keep_running(name: str, argv: list[str], stop: asyncio.Event, env: dict[str, str]) -> None:
+async def _keep_running(
+    name: str, argv: Sequence[str], stop: asyncio.Event, env: dict[str, str], pid_dir: Path | None
+) -> None:
     while not stop.is_set():
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "shardpay", *argv, env=env)
         _say("started", child=name, pid=proc.pid)
+        if pid_dir is not None:  # where `shardpay drill` finds the child it kills
+            (pid_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
         waiter = asyncio.ensure_future(proc.wait())
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -71,12 +76,27 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-async def supervise(env: dict[str, str]) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+async def supervise(
+    env: dict[str, str],
+    children: Mapping[str, Sequence[str]] | None = None,
+    child_env: Mapping[str, Mapping[str, str]] | None = None,
+    stop: asyncio.Event | None = None,
+    pid_dir: Path | None = None,
+) -> None:
+    """Run ``children`` (name -> ``shardpay`` arguments; by default ``shardpay run``'s, ``default_children``)
+    until SIGINT or SIGTERM, or until ``stop`` is set when
+    the caller owns the signals (``shardpay ha up``, which also gives some children settings of their own in
+    ``child_env`` and asks for pid files in ``pid_dir``)."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    extra = child_env or {}
     with tempfile.TemporaryDirectory(prefix="shardpay-metrics-") as metrics_dir:
         env = {**env, "PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR", metrics_dir)}
-        await asyncio.gather(*(_keep_running(name, argv, stop, env) for name, argv in children(env).items()))
+        running = default_children(env) if children is None else children
+        await asyncio.gather(*(
+            _keep_running(name, argv, stop, {**env, **extra.get(name, {})}, pid_dir) for name, argv in running.items()
+        ))  # fmt: skip
     _say("stopped")

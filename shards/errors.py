@@ -25,6 +25,11 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     # 55000: "database is not accepting connections" (a shard fenced off for maintenance or a drill),
     # and its child 55P03 lock_not_available: both end with nothing committed, so a retry is safe.
     asyncpg.ObjectNotInPrerequisiteStateError,
+    # asyncpg's "cannot switch to state N; another operation is in progress": a connection whose backend the
+    # server just terminated (a primary killed or demoted under Patroni, a shard fenced off) handed out before
+    # its connection_lost arrived. That one is raised before anything is sent; for asyncpg's other internal
+    # errors the outcome is unknown, as after a timeout, and the client's retry with its key replays or redoes it.
+    asyncpg.InternalClientError,
 )
 
 

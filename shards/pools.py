@@ -22,6 +22,9 @@ class Shards:
     pools: tuple[asyncpg.Pool, ...]
     slots: SlotMap
     tick_linger: float = 0.0
+    # Per shard, a pool on its read replicas (SHARDPAY_SHARD_REPLICA_DSNS) or None: only for reads that
+    # tolerate lag (shardpay.services.reads says which).
+    replicas: tuple[asyncpg.Pool | None, ...] = ()
     ticks: tuple[ShardTick, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -33,6 +36,9 @@ class Shards:
 
     def pool(self, shard: int) -> asyncpg.Pool:
         return self.pools[shard]
+
+    def replica(self, shard: int) -> asyncpg.Pool | None:
+        return self.replicas[shard] if shard < len(self.replicas) else None
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -97,8 +103,16 @@ async def open_shards(settings: Settings, pool_max: int | None = None) -> AsyncI
         for dsn in settings.shard_dsns:
             opened.append(await create_pool(dsn, settings, 0, size))
         pools = tuple(opened[1:])
+        replicas: list[asyncpg.Pool | None] = []
+        for replica_dsn in settings.shard_replica_dsns:
+            replica = await create_pool(replica_dsn, settings, 0, size) if replica_dsn else None
+            if replica is not None:
+                opened.append(replica)
+            replicas.append(replica)
         await asyncio.gather(*(_warm(i, pool, min(settings.pool_min, size)) for i, pool in enumerate(pools)))
-        yield Shards(control=control, pools=pools, slots=slots, tick_linger=settings.tick_linger)
+        yield Shards(
+            control=control, pools=pools, slots=slots, tick_linger=settings.tick_linger, replicas=tuple(replicas)
+        )
     finally:
         for pool in opened:
             await pool.close()

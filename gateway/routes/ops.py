@@ -11,7 +11,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import guard, http, metrics, openapi
+from gateway import drain, guard, http, metrics, openapi
 from gateway.probes import OutboxLag, Snapshot
 from gateway.routes import route
 from gateway.state import Resources, resources
@@ -29,6 +29,8 @@ async def readyz(request: Request) -> Response:
     """Every shard, the control DB, Redis and RabbitMQ, as this process's last probe saw them (gateway.probes);
     and, in ``details``, the PSP's circuit breakers: any not closed makes the status 'degraded' (still 200:
     transfers keep working, and payments wait in 'processing')."""
+    if drain.draining():  # leaving the load balancer (gateway.drain): still serving, soon stopping
+        return http.json_response(503, b'{"status":"draining","checks":{},"details":{}}', {"Retry-After": "1"})
     res = resources(request)
     snapshot = await res.probe.snapshot()
     checks = snapshot.checks()

@@ -78,15 +78,25 @@ async def _query(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
     from events.analytics import query
 
     currency, since, until = _window(args)
-    try:
-        conn = await asyncpg.connect(settings.control_dsn, timeout=settings.db_timeout)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise CliError(f"cannot reach the control database: {exc}") from None
+    conn = await _analytics_connection(settings)
     try:
         data = await query(conn, args.merchant, currency, since, until)
     finally:
         await conn.close()
     return {"merchant": args.merchant, "since": since.isoformat(), "until": until.isoformat(), "data": data}
+
+
+async def _analytics_connection(settings: Settings) -> asyncpg.Connection:
+    """The control database's replica when there is one and it answers (analytics tolerate lag:
+    shardpay.services.reads), else the control database itself."""
+    for dsn in (settings.control_replica_dsn, settings.control_dsn):
+        if dsn is None:
+            continue
+        try:
+            return await asyncpg.connect(dsn, timeout=settings.db_timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            error = exc
+    raise CliError(f"cannot reach the control database: {error}") from None
 
 
 def _window(args: argparse.Namespace) -> tuple[str | None, datetime, datetime]:

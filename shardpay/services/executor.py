@@ -202,10 +202,10 @@ class Executor:
 
 async def run_executor(settings: Settings, stop: asyncio.Event) -> None:
     """``shardpay execute``: until ``stop``."""
+    from shardpay import redis_client
     from shards.pools import open_shards
 
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout,
-                                    socket_connect_timeout=settings.redis_timeout)  # fmt: skip
+    redis = redis_client.connect(settings)
     try:
         client = psp.connect(settings)
         async with open_shards(settings) as shards:

@@ -14,7 +14,7 @@ import idempotency
 from shardpay import ids
 from shardpay.domain.errors import ApiError
 from shardpay.domain.events import render_event
-from shardpay.services import idempotent, render
+from shardpay.services import idempotent, reads, render
 from shardpay.services.outcome import Caller, Outcome, key_reused
 from shards import ledger, queries
 from shards.errors import on_shard
@@ -72,14 +72,22 @@ async def get(shards: Shards, caller: Caller, wallet_id: str) -> Outcome:
 
 
 async def entries(shards: Shards, caller: Caller, wallet_id: str, limit: int, starting_after: str | None) -> Outcome:
-    await fetch(shards, caller.merchant_id, wallet_id)
-    before = _entry_number(starting_after)
+    """A page of the wallet's entries: a lag-tolerant read, from the shard's replica if it has one (``reads``)."""
     slot = ids.parse(wallet_id, "wal")
-    assert slot is not None
+    if slot is None:
+        raise ApiError.not_found(None, wallet_id)
     shard = shards.index_of(slot)
-    rows = await on_shard(shard, queries.entries(shards.pool(shard), wallet_id, before, limit + 1))
+    wallet = await reads.lag_tolerant(shards, shard, lambda pool: queries.wallet(pool, wallet_id), _exists)
+    if wallet is None or wallet["merchant_id"] != caller.merchant_id:
+        raise ApiError.not_found(None, wallet_id)
+    before = _entry_number(starting_after)
+    rows = await reads.lag_tolerant(shards, shard, lambda pool: queries.entries(pool, wallet_id, before, limit + 1))
     data = [render.entry(row, wallet_id) for row in rows[:limit]]
     return Outcome.of(200, {"object": "list", "data": data, "has_more": len(rows) > limit})
+
+
+def _exists(row: asyncpg.Record | None) -> bool:
+    return row is not None
 
 
 def _entry_number(starting_after: str | None) -> int | None:

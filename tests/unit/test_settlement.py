@@ -15,7 +15,7 @@ from shardpay.domain.settlement import HEADER, MalformedFile, check_day, check_h
 from shardpay.services.reconcile.daily import due_day, next_due
 from shardpay.services.reconcile.run import Request, read, summarise
 from shardpay.services.reconcile.source import BadInput, FileSource
-from shardpay.supervisor import children
+from shardpay.supervisor import default_children as children
 
 GOOD = "ch_1,po_000a0123456789abcdef0123,charge,1250,USD,66,settled,2026-12-03T10:11:12.345Z"
 

@@ -1,0 +1,1 @@
+"""Failover drills (``shardpay drill NAME|all``) against the HA topology: load, one real fault, measurements."""
