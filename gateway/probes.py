@@ -86,6 +86,20 @@ async def last_reconcile(pool: asyncpg.Pool) -> LastRun | None:
         return await reconcile_runs.last_run(conn)
 
 
+# On a replica: 0 when it has replayed all it received, else how old the last transaction it replayed is (an
+# idle primary sends nothing new, so "caught up" must not read as a growing lag).
+REPLICA_LAG = """
+SELECT CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
+            ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8
+"""
+
+
+async def replica_lag(pool: asyncpg.Pool) -> float:
+    async with pool.acquire(timeout=PROBE_TIMEOUT) as conn:  # bounded release, as in outbox_lag
+        lag: float = await conn.fetchval(REPLICA_LAG)
+        return lag
+
+
 async def answers(pool: asyncpg.Pool) -> bool:
     async with pool.acquire(timeout=PROBE_TIMEOUT) as conn:  # bounded release, as in outbox_lag
         return bool(await conn.fetchval("SELECT true"))
@@ -104,6 +118,8 @@ class Snapshot:
     psp: dict[str, str] | None = None
     # The last reconciliation run (None: none stored, or the control database could not say), for /metrics.
     reconcile: LastRun | None = None
+    # Seconds each shard's read replica is behind (None: no replica, or it did not answer).
+    replica_lags: tuple[float | None, ...] = ()
 
     def checks(self) -> dict[str, bool]:
         shards = {f"shard_{n}": lag is not None for n, lag in enumerate(self.lags)}
@@ -116,6 +132,7 @@ class ProbePools:
 
     control: asyncpg.Pool
     shards: tuple[asyncpg.Pool, ...]
+    replicas: tuple[asyncpg.Pool | None, ...] = ()  # per shard, where SHARDPAY_SHARD_REPLICA_DSNS names one
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -213,8 +230,13 @@ class Probe:
         redis = within(self._timeout, self._redis_ok())
         psp = within(self._timeout, self._psp()) if self._psp is not None else _nothing()
         reconciled = within(self._timeout, last_reconcile(self._pools.control))
-        found, control_ok, redis_ok, breakers, last = await asyncio.gather(lags, control, redis, psp, reconciled)
-        return Snapshot(tuple(found), control_ok is True, redis_ok is True, self._rabbitmq_ok(), breakers, last)
+        behind = asyncio.gather(*(within(self._timeout, replica_lag(pool)) if pool is not None else _nothing()
+                                  for pool in self._pools.replicas))  # fmt: skip
+        found, control_ok, redis_ok, breakers, last, replicas = await asyncio.gather(
+            lags, control, redis, psp, reconciled, behind
+        )
+        return Snapshot(tuple(found), control_ok is True, redis_ok is True, self._rabbitmq_ok(), breakers, last,
+                        tuple(replicas))  # fmt: skip
 
     async def close(self) -> None:
         """Stop a probe in flight (at shutdown, before its pools close)."""
@@ -234,12 +256,13 @@ async def open_probe(
     """The gateway's probe and its pools; at shutdown it stops a probe in flight and closes the pools without
     waiting long on a connection that a stuck probe still holds."""
     pools = [await _probe_pool(dsn) for dsn in (settings.control_dsn, *settings.shard_dsns)]
-    probe = Probe(ProbePools(pools[0], tuple(pools[1:])), redis_ok, rabbitmq_ok, psp=psp)
+    replicas = [await _probe_pool(dsn) if dsn else None for dsn in settings.shard_replica_dsns]
+    probe = Probe(ProbePools(pools[0], tuple(pools[1:]), tuple(replicas)), redis_ok, rabbitmq_ok, psp=psp)
     try:
         yield probe
     finally:
         await probe.close()
-        for pool in pools:
+        for pool in [*pools, *(r for r in replicas if r is not None)]:
             try:
                 await asyncio.wait_for(pool.close(), PROBE_TIMEOUT)
             except TimeoutError:

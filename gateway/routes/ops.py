@@ -54,6 +54,7 @@ class ShardFamilies:
     ``lags[n]`` is shard n's, None if it is down; a down shard has no outbox samples rather than stale ones."""
 
     lags: Sequence[OutboxLag | None]
+    replica_lags: Sequence[float | None] = ()
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("shardpay_shard_up", "1 if the shard answered the outbox probe", labels=["shard"])
@@ -79,6 +80,9 @@ class ShardFamilies:
         replica = GaugeMetricFamily(
             "shardpay_replica_lag_seconds", "Seconds a shard's read replica is behind its primary", labels=["shard"]
         )
+        for shard, behind in enumerate(self.replica_lags):
+            if behind is not None:
+                replica.add_metric([str(shard)], behind)
         return [up, rows, age, dead, replica]
 
 
@@ -128,7 +132,7 @@ async def metrics_endpoint(request: Request) -> Response:
     res = resources(request)
     _update_pools(res)
     snapshot = await res.probe.snapshot()
-    body = (metrics.exposition() + generate_latest(ShardFamilies(snapshot.lags))
+    body = (metrics.exposition() + generate_latest(ShardFamilies(snapshot.lags, snapshot.replica_lags))
             + generate_latest(BreakerFamilies(psp_breakers(res, snapshot)))
             + generate_latest(ReconcileFamilies(snapshot.reconcile)))  # fmt: skip
     return Response(body, media_type="text/plain; version=0.0.4")

@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest_asyncio
 
-from shardpay.ha.layout import Topology
+from shardpay.ha.layout import Cluster, Topology
 from shardpay.services import wallets
 from shards.control import create_merchant
 from shards.pools import Shards
@@ -33,12 +33,29 @@ async def http(ha_topology: Topology, ha_shards: Shards) -> AsyncIterator[httpx.
 
 @pytest_asyncio.fixture
 async def paused_replica(ha_topology: Topology) -> AsyncIterator[asyncpg.Connection]:
+    """Shard 0's replica, to pause its replay on. Patroni resumes a paused replay on its next loop (PostgreSQL 14
+    and later), so the cluster is put in maintenance mode first (``patronictl pause``), and taken out after."""
     cluster = ha_topology.cluster("shard0")
+    await _maintenance(cluster, True)
     conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{cluster.read_port}/postgres")
-    assert await conn.fetchval("SELECT pg_is_in_recovery()"), "the read port reached the primary"
-    yield conn
-    await conn.execute("SELECT pg_wal_replay_resume()")
-    await conn.close()
+    try:
+        assert await conn.fetchval("SELECT pg_is_in_recovery()"), "the read port reached the primary"
+        yield conn
+        await conn.execute("SELECT pg_wal_replay_resume()")
+    finally:
+        await conn.close()
+        await _maintenance(cluster, False)
+
+
+async def _maintenance(cluster: Cluster, on: bool) -> None:
+    """Set Patroni's maintenance mode and wait until every member's loop has seen it."""
+    async with httpx.AsyncClient(timeout=5) as patroni:
+        urls = [f"http://127.0.0.1:{cluster.rest_port(node)}" for node in cluster.nodes]
+        (await patroni.patch(f"{urls[0]}/config", json={"pause": on})).raise_for_status()
+        deadline = time.monotonic() + 15
+        while [(await patroni.get(f"{url}/patroni")).json().get("pause", False) for url in urls] != [on] * len(urls):
+            assert time.monotonic() < deadline, f"Patroni did not take maintenance mode {on} within 15 s"
+            await asyncio.sleep(0.2)
 
 
 async def _entries(http: httpx.AsyncClient, wallet_id: str) -> list[int]:
@@ -64,9 +81,18 @@ async def test_entries_come_from_the_replica_and_balances_from_the_primary(
     balance = await http.get(f"/v1/wallets/{wallet_id}")
     assert balance.json()["available"] == 1250, balance.text  # read-your-writes: the primary
     assert await _entries(http, wallet_id) == [1000]  # lag-tolerant: the replica, from before the credit
+    await asyncio.sleep(1.5)  # past the probe's cache: /metrics shows the replica behind
+    assert _replica_lag((await http.get("/metrics")).text, "0") > 0
     await paused_replica.execute("SELECT pg_wal_replay_resume()")
     await _replayed(http, wallet_id, 2)
     assert await _entries(http, wallet_id) == [250, 1000]
+    await asyncio.sleep(1.5)
+    assert _replica_lag((await http.get("/metrics")).text, "0") == 0  # caught up: 0, however old its last replay
+
+
+def _replica_lag(metrics: str, shard: str) -> float:
+    prefix = f'shardpay_replica_lag_seconds{{shard="{shard}"}} '
+    return float(next(line for line in metrics.splitlines() if line.startswith(prefix)).split()[-1])
 
 
 async def test_a_wallet_too_new_for_the_replica_is_read_from_the_primary(
