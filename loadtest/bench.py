@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 
 from loadtest import bench_after as after
+from loadtest import bench_capacity as capacity
 from loadtest import bench_load as load
 from loadtest import bench_payments as payments
 from loadtest import bench_report as report
@@ -54,6 +55,7 @@ SCENARIOS = {
     "hot": ("hot.lua", 10, 0),
     "retry": ("retry.lua", None, 50),
     "payments": ("payments.lua", None, 0),
+    "bulk": ("bulk.lua", None, 0),
 }
 # pgbench's classic transaction is a transfer: nothing in it compares with a pay-in through a PSP.
 NO_PGBENCH = {"payments"}
@@ -61,6 +63,7 @@ HOT_WALLETS = 10
 MAX_DURATION = 3600
 MEMORY_MIN_DURATION = 60  # seconds of load before each gateway worker's memory must be flat (within 10 %)
 PG_RESERVE = 100  # server connections pgbench leaves to everyone else on the machine
+CEILING_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class Config:
     wrk_timeout: int
     rate: int
     env: tuple[tuple[str, str], ...]
+    batch: int = 100
+    ceiling: bool = True
+    capacity: bool = False
 
     @property
     def label(self) -> str:
@@ -129,6 +135,9 @@ def run(cfg: Config, pgbench_cache: dict[tuple[str, int, int], dict[str, Any]] |
     stack.say(f"seeded {cfg.wallets:,} wallets ({seeded.per_shard}) with {seeded.total:,} in {seeded.seconds:.1f} s")
     result["seed"] = {k: v for k, v in asdict(seeded).items() if k not in ("wallets", "api_key")}
 
+    if cfg.ceiling:  # the HTTP layer's ceiling now, to divide this run's rate by (the host's speed swings)
+        stack.say(f"HTTP ceiling: a trivial POST, {cfg.workers} workers, {CEILING_SECONDS} s (same run)")
+        result["ceiling"] = bench_selftest.measure_ceiling(CEILING_SECONDS, cfg.connections, cfg.threads, cfg.workers)
     work = Path(tempfile.mkdtemp(prefix="shardpay-bench-"))
     procs = stack.Stack(env=env, logs=logs, port=cfg.port)
     try:
@@ -169,8 +178,9 @@ def run(cfg: Config, pgbench_cache: dict[tuple[str, int, int], dict[str, Any]] |
 
     if cfg.pgbench and cfg.scenario not in NO_PGBENCH:
         result["pgbench"] = _pgbench(cfg, pgbench_cache)
-        ok_rps = result["load"]["ok_per_s"]
+        ok_rps = result["load"]["transfers_per_s"]
         result["ratio"] = round(ok_rps / result["pgbench"]["tps"], 4) if result["pgbench"].get("tps") else None
+    _headline(cfg, result)
     result["pass"] = all(result["checks"].values())
     json_path = Path(f"{base}.json")
     png_path = Path(f"{base}.png")
@@ -179,6 +189,22 @@ def run(cfg: Config, pgbench_cache: dict[tuple[str, int, int], dict[str, Any]] |
     json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     print(report.summary(result), flush=True)
     return result
+
+
+def _headline(cfg: Config, result: dict[str, Any]) -> None:
+    """CPU per transfer by layer, the rate over the ceiling measured in this run, and with --capacity the plan."""
+    if cfg.scenario == "payments":
+        return  # its own CPU per payment (bench_payments_report)
+    loaded = result["load"]
+    transfers = round(loaded["transfers_per_s"] * loaded["seconds"])
+    head = capacity.headline(loaded["cpu"], transfers)
+    if head is None:
+        return
+    result["headline"] = head
+    if result.get("ceiling", {}).get("rps"):
+        result["ceiling_ratio"] = round(loaded["transfers_per_s"] / result["ceiling"]["rps"], 4)
+    if cfg.capacity:
+        result["capacity"] = capacity.plan(head, cfg.shards)
 
 
 def _drive(
@@ -205,7 +231,7 @@ def _drive(
         return load.run_wrk(
             wrk, url, script, ids_file, key_prefix, seeded.api_key, threads=cfg.threads,
             connections=cfg.connections, seconds=seconds, timeout=cfg.wrk_timeout, extra=extra,
-            delay_ms=load.delay_ms(cfg.connections, cfg.rate),
+            delay_ms=load.delay_ms(cfg.connections, cfg.rate), batch=cfg.batch,
         )  # fmt: skip
 
     warm = None
@@ -270,6 +296,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8300)
     p.add_argument("--db-prefix", default="shardpay_bench", help="must contain 'bench' (its databases are dropped)")
     p.add_argument("--no-pgbench", action="store_true", help="skip the pgbench baseline")
+    p.add_argument("--no-ceiling", action="store_true",
+                   help=f"skip the HTTP ceiling measured before the stack starts ({CEILING_SECONDS} s)")  # fmt: skip
+    p.add_argument("--batch", type=int, default=100, help="bulk: transfers per batch, 1..1000 (default 100)")
+    p.add_argument("--capacity", action="store_true",
+                   help="also print the capacity plan: each tier's cores at 10,000 and 100,000/s")  # fmt: skip
     p.add_argument("--settle-timeout", type=int, default=90,
                    help="seconds to wait for sagas in flight; payments: seconds without any order becoming final "
                         "before giving up on the rest")  # fmt: skip
@@ -306,7 +337,7 @@ def _config(args: argparse.Namespace, **override: Any) -> Config:
         wallets=values["wallets"], balance=values["balance"], port=values["port"], db_prefix=values["db_prefix"],
         pgbench=not values["no_pgbench"], settle_timeout=values["settle_timeout"], wrk_timeout=values["wrk_timeout"],
         rate=values["rate"],
-        env=tuple(env),
+        env=tuple(env), batch=values["batch"], ceiling=not values["no_ceiling"], capacity=values["capacity"],
     )  # fmt: skip
 
 
@@ -322,6 +353,8 @@ def _check(cfg: Config) -> None:
         problems.append("--connections must be a multiple of --threads (wrk gives each thread the same share)")
     if cfg.wallets < max(2, HOT_WALLETS if cfg.scenario == "hot" else 2) or cfg.balance < 100:
         problems.append("--wallets must be >= 10 and --balance >= 100")
+    if not 1 <= cfg.batch <= 1000:
+        problems.append("--batch must be 1..1000")
     if cfg.rate < 0:
         problems.append("--rate must be >= 0")
     if "bench" not in cfg.db_prefix or not cfg.db_prefix.replace("_", "").isalnum():

@@ -75,15 +75,17 @@ class WrkRun:
 def run_wrk(
     wrk: str, url: str, script: Path, ids_file: Path, key_prefix: str, api_key: str, *,
     threads: int, connections: int, seconds: int, timeout: int, extra: tuple[str, ...] = (), delay_ms: int = 0,
+    batch: int = 100,
 ) -> WrkRun:  # fmt: skip
     """Run wrk once for ``seconds`` and parse the JSON line the Lua done() prints. ``extra``: more script arguments
     after the ids file and the key prefix (payments.lua's pm_ tokens file); ``delay_ms``: each connection's mean
-    pause between requests (0: none)."""
+    pause between requests (0: none); ``batch``: the bulk scenario's transfers per request."""
     cmd = [
         wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", f"{timeout}s", "-s", str(script), url,
         "--", str(ids_file), key_prefix, *extra,
     ]  # fmt: skip
-    env = {**os.environ, "SHARDPAY_BENCH_KEY": api_key, "SHARDPAY_BENCH_DELAY_MS": str(delay_ms)}
+    env = {**os.environ, "SHARDPAY_BENCH_KEY": api_key, "SHARDPAY_BENCH_DELAY_MS": str(delay_ms),
+           "SHARDPAY_BENCH_BATCH": str(batch)}  # fmt: skip
     started = time.monotonic()
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,

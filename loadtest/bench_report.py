@@ -7,6 +7,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from loadtest import bench_capacity as capacity
 from loadtest import bench_load as load
 from loadtest import bench_payments_report as payments_report
 from loadtest.bench_stack import EXPECTED_SETTINGS
@@ -32,24 +33,42 @@ def aggregate(run: load.WrkRun, warm: load.WrkRun | None, cpu: dict[str, Any]) -
         },
         "timeline": run.timeline(), "cpu": cpu,
         "wrk_cpu_per_request_us": round(per_request_us, 2) if per_request_us else None,
-    }  # fmt: skip
+    } | _items(run, warm)  # fmt: skip
 
 
-def _fresh_and_unknown(part: dict[str, Any]) -> tuple[int, int]:
+def _items(run: load.WrkRun, warm: load.WrkRun | None) -> dict[str, Any]:
+    """The bulk scenario's transfers (a batch's items) by status, and transfers/s; elsewhere a 2xx is one."""
+    report = run.report
+    if "items" not in report:
+        return {"transfers_per_s": round(run.ok() / run.seconds, 1) if run.seconds else 0.0}
+    items = dict(sorted(report["items"].items()))
+    per_s = round(items.get("201", 0) / run.seconds, 1) if run.seconds else 0.0
+    warm_items = dict(warm.report.get("items", {})) if warm is not None else {}
+    return {"items": items, "batch": report["batch"], "transfers_per_s": per_s, "warmup_items": warm_items}
+
+
+def _fresh_and_unknown(part: dict[str, Any], items: dict[str, int] | None, batch: int) -> tuple[int, int]:
     statuses = part["statuses"]
     fresh = statuses.get("201", 0) - part["replayed"].get("201", 0)
     errors = part["socket_errors"]
     unknown = part["unanswered"] + (sum(errors.values()) if isinstance(errors, dict) else errors)
     unknown += sum(n for code, n in statuses.items() if code.startswith("5"))
-    return fresh, unknown
+    if items is None:
+        return fresh, unknown
+    # Bulk: a batch whose answer never came may have moved any of its items; an item's own 503 may have moved.
+    item_unknown = sum(n for code, n in items.items() if code.startswith("5"))
+    return items.get("201", 0), unknown * batch + item_unknown
 
 
 def fresh_and_unknown(loaded: dict[str, Any]) -> tuple[int, int]:
     """Fresh (not replayed) 201s of the load and its warm-up, and the requests whose outcome the client never
-    learnt (unanswered when wrk stopped, socket errors, 5xx)."""
-    fresh, unknown = _fresh_and_unknown(loaded)
+    learnt (unanswered when wrk stopped, socket errors, 5xx); in the bulk scenario, the items of the batches."""
+    bulk = "items" in loaded
+    batch = loaded.get("batch", 1)
+    fresh, unknown = _fresh_and_unknown(loaded, loaded["items"] if bulk else None, batch)
     if loaded["warmup"]:
-        warm_fresh, warm_unknown = _fresh_and_unknown(loaded["warmup"])
+        warm_items = loaded.get("warmup_items", {}) if bulk else None
+        warm_fresh, warm_unknown = _fresh_and_unknown(loaded["warmup"], warm_items, batch)
         fresh, unknown = fresh + warm_fresh, unknown + warm_unknown
     return fresh, unknown
 
@@ -130,7 +149,9 @@ def summary(result: dict[str, Any]) -> str:
         f"{cfg['workers']} gateway workers, {cfg['duration']} s of wrk "
         f"({cfg['threads']} wrk thread{'s' if cfg['threads'] > 1 else ''}), {cfg['wallets']:,} wallets",
         f"  throughput  {loaded['rps']:>10,.0f} req/s   2xx {loaded['ok_per_s']:,.0f}/s   "
-        f"{loaded['requests']:,} responses in {loaded['seconds']:.1f} s",
+        f"{loaded['requests']:,} responses in {loaded['seconds']:.1f} s"
+        + (f"   transfers {loaded['transfers_per_s']:,.0f}/s ({loaded['batch']} a batch; items {loaded['items']})"
+           if "items" in loaded else ""),
         "  latency ms  " + "  ".join(f"{k} {lat[k]:,.1f}" for k in ("p50", "p95", "p99", "p99.9", "max")),
         "  statuses    " + "  ".join(f"{code}: {n:,}" for code, n in loaded["statuses"].items())
         + (f"   (replayed: {sum(loaded['replayed'].values()):,})" if loaded["replayed"] else "")
@@ -195,6 +216,7 @@ def summary(result: dict[str, Any]) -> str:
         )
     if "payments" in result and "cpu_per_payment" in result["payments"]:
         lines += payments_report.cpu_lines(result)
+    lines += capacity.lines(result)
     lines += _memory_lines(cpu.get("memory", []), result["checks"].get("gateway_memory_flat"))
     lines.append(f"  files       {result['files']['json']}  {result['files']['png']}")
     failed = [name for name, ok in result["checks"].items() if not ok]

@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -109,8 +110,9 @@ def selftest(seconds: int, connections: int, threads: int) -> int:
     return 0 if ok else 1
 
 
-def ceiling(seconds: int, connections: int, threads: int, workers: int) -> int:
-    """uvicorn + Starlette + orjson answering a trivial POST (loadtest/bench_trivial.py): the HTTP layer's ceiling."""
+def measure_ceiling(seconds: int, connections: int, threads: int, workers: int) -> dict[str, Any]:
+    """uvicorn + Starlette + orjson answering a trivial POST (loadtest/bench_trivial.py), ``workers`` processes:
+    its rate and CPU per request, what the HTTP layer alone costs here and now."""
     port = _free_port()
     argv = [
         sys.executable, "-m", "uvicorn", "loadtest.bench_trivial:app", "--host", "127.0.0.1", "--port", str(port),
@@ -118,12 +120,20 @@ def ceiling(seconds: int, connections: int, threads: int, workers: int) -> int:
         "--log-level", "warning",
     ]  # fmt: skip
     run = _against(argv, port, seconds, connections, threads)
-    server_us = _per_request(run.server_cpu, run)
+    return {
+        "rps": round(run.rps, 1), "workers": workers, "connections": connections, "seconds": seconds,
+        "server_us": round(_per_request(run.server_cpu, run), 1), "wrk_us": round(_per_request(run.wrk_cpu, run), 1),
+        "server_cores": round(run.server_cpu / run.wall, 2), "wrk_cores": round(run.wrk_cpu / run.wall, 2),
+    }  # fmt: skip
+
+
+def ceiling(seconds: int, connections: int, threads: int, workers: int) -> int:
+    """The HTTP layer's ceiling on its own (measure_ceiling), printed."""
+    c = measure_ceiling(seconds, connections, threads, workers)
     print(
         f"HTTP ceiling (uvicorn + Starlette + orjson, a trivial POST, {workers} worker(s), {connections} "
-        f"connections, {seconds} s): {run.rps:,.0f} req/s; the server used {run.server_cpu / run.wall:.2f} cores "
-        f"({server_us:.0f} µs CPU per request), wrk {run.wrk_cpu / run.wall:.2f} cores "
-        f"({_per_request(run.wrk_cpu, run):.0f} µs per request)"
+        f"connections, {seconds} s): {c['rps']:,.0f} req/s; the server used {c['server_cores']:.2f} cores "
+        f"({c['server_us']:.0f} µs CPU per request), wrk {c['wrk_cores']:.2f} cores ({c['wrk_us']:.0f} µs per request)"
     )
-    print(f"RESULT PASS (no check: a measurement; 10,000 req/s would take {server_us * 1e4 / 1e6:.2f} cores for HTTP)")
+    print(f"RESULT PASS (no check: a measurement; 10,000 req/s would take {c['server_us'] / 100:.2f} cores for HTTP)")
     return 0

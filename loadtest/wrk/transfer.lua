@@ -2,8 +2,9 @@
 -- retry.lua, which set REPLAY (the share of requests that resend an earlier key with the same body) and then
 -- dofile() this file. A scenario may also set, before its dofile(): PATH (the route POSTed, default
 -- /v1/transfers), make_body(ids, nids) (a fresh request's body; default a transfer between two random wallets of
--- the ids file) and scenario_init(args) (run by each thread's init() after the ids are read, with wrk's script
--- arguments; payments.lua reads its pm_ tokens there).
+-- the ids file), scenario_init(args) (run by each thread's init() after the ids are read, with wrk's script
+-- arguments; payments.lua reads its pm_ tokens there), scenario_response(status, body) (run on every answer) and
+-- scenario_report(threads) (in done(): more "name":value, fields for the report, each followed by a comma).
 --
 --   SHARDPAY_BENCH_KEY=sk_... wrk -t1 -c64 -d30s -s loadtest/wrk/uniform.lua http://127.0.0.1:8300 \
 --       -- <ids file: one wallet id a line> <idempotency key prefix>
@@ -121,6 +122,7 @@ end
 
 function response(status, hdrs, body)
    statuses[status] = (statuses[status] or 0) + 1
+   if scenario_response then scenario_response(status, body) end
    if hdrs["idempotent-replayed"] or hdrs["Idempotent-Replayed"] then
       replayed[status] = (replayed[status] or 0) + 1
    end
@@ -203,7 +205,7 @@ function done(summary, latency, requests)
    end
    local e = summary.errors
    io.write(string.format(
-      'BENCH_JSON {"duration_us":%d,"requests":%d,"bytes":%d,"sent":%d,"replays_sent":%d,"replayed":%s,'
+      'BENCH_JSON {' .. (scenario_report and scenario_report(threads) or "") .. '"duration_us":%d,"requests":%d,"bytes":%d,"sent":%d,"replays_sent":%d,"replayed":%s,'
       .. '"unmatched":%d,"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},"statuses":%s,'
       .. '"latency_us":{"min":%d,"max":%d,"mean":%.1f%s},"timeline":[%s]}\n',
       summary.duration, summary.requests, summary.bytes, total_sent, total_replays, counts(by_replayed),
