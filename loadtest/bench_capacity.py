@@ -18,7 +18,8 @@ from typing import Any
 # Layers, in the order shown; each process label of the CPU sampler goes to the first layer whose test matches.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("gateway", ("gateway",)),
-    ("postgres", ("postgres backends (bench databases)", "postgres (server processes)")),
+    ("postgres shards", ("postgres backends (bench shards)", "postgres (server processes)")),
+    ("postgres control", ("postgres backends (bench control database)",)),
     ("events", ("relay", "notifications", "analytics", "rabbitmq")),
     ("redis", ("redis-server",)),
     ("workers", ("recovery", "executor", "psp-sim", "postgres backends (psp-sim database)", "reconciler")),
@@ -26,7 +27,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("harness and rest", ("",)),  # the bench harness, other processes, the kernel, unattributed
 )
 # What a deployment runs: the load generator and the harness are this machine's, not the system's.
-DEPLOYED = ("gateway", "postgres", "events", "redis", "workers")
+DEPLOYED = ("gateway", "postgres shards", "postgres control", "events", "redis", "workers")
 UTILISATION = 0.6
 RATES = (10_000, 100_000)
 HOST_CORES = 8  # the hosts the plan is drawn in
@@ -63,7 +64,7 @@ def plan(head: dict[str, Any], shards: int) -> dict[str, Any]:
         tiers = {layer: head["layers_us"][layer] * rate / 1e6 for layer in DEPLOYED}
         cores = {layer: round(busy / UTILISATION, 2) for layer, busy in tiers.items()}
         busy_total = sum(tiers.values())
-        shard_count = max(shards, math.ceil(cores["postgres"] / SHARD_CORES))
+        shard_count = max(shards, math.ceil(cores["postgres shards"] / SHARD_CORES))
         primaries_hosts = math.ceil(shard_count / (HOST_CORES // SHARD_CORES))
         rates[str(rate)] = {
             "busy_cores": round(busy_total, 2),
@@ -73,7 +74,9 @@ def plan(head: dict[str, Any], shards: int) -> dict[str, Any]:
             "shards": shard_count,
             # Each primary's synchronous standby on another host, as many again.
             "database_hosts": 2 * primaries_hosts,
-            "events_hosts": max(1, math.ceil((cores["events"] + cores["redis"] + cores["workers"]) / HOST_CORES)),
+            # The control database (a Patroni cluster of its own), the relay, consumers, RabbitMQ, Redis, workers.
+            "events_hosts": max(1, math.ceil((cores["postgres control"] + cores["events"] + cores["redis"]
+                                              + cores["workers"]) / HOST_CORES)),
         }
     return {"utilisation": UTILISATION, "host_cores": HOST_CORES, "shard_cores": SHARD_CORES, "rates": rates,
             "target_4_cores_at_10k": head["deployed_us"] * 10_000 / 1e6 <= 4.0}  # fmt: skip
@@ -103,7 +106,7 @@ def lines(result: dict[str, Any]) -> list[str]:
                 f"    {int(rate):>7,}/s  {row['busy_cores']:.1f} busy cores, {row['total_cores']:.1f} with headroom "
                 f"({tiers}); {row['gateway_hosts']} gateway hosts behind HAProxy, {row['shards']} shards on "
                 f"{row['database_hosts']} database hosts (primaries and their synchronous standbys), "
-                f"{row['events_hosts']} for events, Redis and workers"
+                f"{row['events_hosts']} for the control database, events, Redis and workers"
             )
         out.append(f"    10,000/s on <= 4 cores of measured CPU: {'yes' if cap['target_4_cores_at_10k'] else 'no'}")
     return out

@@ -196,8 +196,10 @@ class CpuSampler:
         if name == "postgres" or title.startswith("postgres:"):
             if f" {self.db_prefix}_psp " in title:  # the PSP's own cost, apart from shardpay's
                 return "postgres backends (psp-sim database)"
+            if f" {self.db_prefix}_control " in title:  # the consumers' writes, keys and merchants
+                return "postgres backends (bench control database)"
             if f" {self.db_prefix}_" in title:
-                return "postgres backends (bench databases)"
+                return "postgres backends (bench shards)"
             if title.startswith("postgres:") and re.search(r"\d+\.\d+\(\d+\)|\[local\]", title):
                 return "postgres backends (other databases)"
             return "postgres (server processes)"

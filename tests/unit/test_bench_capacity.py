@@ -15,10 +15,11 @@ def _cpu(rows: dict[str, float], busy: float) -> dict[str, Any]:
 
 CPU = _cpu({
     "gateway worker pid 1": 2.0, "gateway worker pid 2": 1.0, "gateway (uvicorn master)": 0.0,
-    "postgres backends (bench databases)": 4.0, "postgres (server processes)": 0.5,
+    "postgres backends (bench shards)": 4.0, "postgres (server processes)": 0.5,
+    "postgres backends (bench control database)": 0.3,
     "relay": 0.2, "analytics": 0.2, "notifications": 0.1, "rabbitmq beam.smp (shared)": 0.5,
     "redis-server (shared)": 0.3, "executor": 0.1, "psp-sim": 0.05, "postgres backends (psp-sim database)": 0.05,
-    "wrk (load generator)": 0.4, "bench harness (this process)": 0.1, "other processes": 0.3,
+    "wrk (load generator)": 0.4, "bench harness (this process)": 0.1,
     "unattributed (exited processes, kernel)": 0.2,
 }, busy=10.0)  # fmt: skip
 
@@ -28,10 +29,10 @@ def test_each_process_lands_in_one_layer_and_the_layers_add_up_to_the_machine() 
     assert head is not None
     assert head["cpu_per_transfer_us"] == 1000.0  # 10 busy CPU-seconds over 10,000 transfers
     layers = head["layers_us"]
-    assert layers == {"gateway": 300.0, "postgres": 450.0, "events": 100.0, "redis": 30.0, "workers": 20.0,
-                      "load generator": 40.0, "harness and rest": 60.0}  # fmt: skip
+    assert layers == {"gateway": 300.0, "postgres shards": 450.0, "postgres control": 30.0, "events": 100.0,
+                      "redis": 30.0, "workers": 20.0, "load generator": 40.0, "harness and rest": 30.0}  # fmt: skip
     assert round(sum(layers.values()), 1) == head["cpu_per_transfer_us"]
-    assert head["deployed_us"] == 900.0  # without wrk and the harness
+    assert head["deployed_us"] == 930.0  # without wrk and the harness
     assert capacity.headline(CPU, transfers=0) is None
 
 
@@ -40,8 +41,8 @@ def test_the_plan_gives_each_tier_its_cores_with_headroom_and_the_hosts_they_mak
     assert head is not None
     plan = capacity.plan(head, shards=4)
     at_10k = plan["rates"]["10000"]
-    assert at_10k["busy_cores"] == 9.0  # 900 µs at 10,000/s
-    assert at_10k["cores_with_headroom"]["postgres"] == round(4.5 / capacity.UTILISATION, 2)
+    assert at_10k["busy_cores"] == 9.3  # 930 µs at 10,000/s
+    assert at_10k["cores_with_headroom"]["postgres shards"] == round(4.5 / capacity.UTILISATION, 2)
     assert at_10k["gateway_hosts"] == 2  # at least two behind the load balancer
     assert at_10k["shards"] == 4 and at_10k["database_hosts"] == 4  # two primaries a host, and their standbys
     at_100k = plan["rates"]["100000"]
