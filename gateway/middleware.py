@@ -4,7 +4,6 @@ request, and the 500 guard."""
 from __future__ import annotations
 
 import contextlib
-import secrets
 import time
 import traceback
 from typing import Any
@@ -16,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import http, metrics
 from gateway.logs import log
-from shardpay import tracing
+from shardpay import ids, tracing
 from shardpay.domain.errors import ApiError
 
 # Past ``max_requests`` in flight in this worker (SHARDPAY_MAX_REQUESTS), a request is answered at once rather than
@@ -41,7 +40,7 @@ def _request_id(scope: Scope) -> str:
             text: str = value.decode("latin-1")
             if 0 < len(text) <= 128 and text.isascii() and text.isprintable():
                 return text
-    return "req_" + secrets.token_hex(12)
+    return "req_" + ids.random_hex(12)
 
 
 def _declared_length(scope: Scope) -> int | None:

@@ -75,8 +75,12 @@ def plan(head: dict[str, Any], shards: int) -> dict[str, Any]:
             # Each primary's synchronous standby on another host, as many again.
             "database_hosts": 2 * primaries_hosts,
             # The control database (a Patroni cluster of its own), the relay, consumers, RabbitMQ, Redis, workers.
-            "events_hosts": max(1, math.ceil((cores["postgres control"] + cores["events"] + cores["redis"]
-                                              + cores["workers"]) / HOST_CORES)),
+            "events_hosts": max(
+                1,
+                math.ceil(
+                    (cores["postgres control"] + cores["events"] + cores["redis"] + cores["workers"]) / HOST_CORES
+                ),
+            ),
         }
     return {"utilisation": UTILISATION, "host_cores": HOST_CORES, "shard_cores": SHARD_CORES, "rates": rates,
             "target_4_cores_at_10k": head["deployed_us"] * 10_000 / 1e6 <= 4.0}  # fmt: skip

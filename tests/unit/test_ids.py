@@ -53,3 +53,33 @@ def test_slot_for_is_stable_and_in_range() -> None:
     assert all(0 <= slot < ids.SLOTS for slot in slots)
     assert len(set(slots)) > 1000  # spread over the slots, not bunched
     assert ids.slot_for("a", "bc") != ids.slot_for("ab", "c")  # parts are separated, not concatenated
+
+
+def test_random_hex_never_repeats_across_threads_or_a_fork() -> None:
+    import os
+    import threading
+
+    from shardpay.ids import random_hex
+
+    assert len(random_hex(10)) == 20 and len(random_hex(5000)) == 10_000  # more than the pool at once
+    seen: list[str] = []
+
+    def take() -> None:
+        seen.extend(random_hex(10) for _ in range(2000))
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(seen)) == len(seen) == 8000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what it draws next must not be what the parent draws next from the same buffer
+        os.write(write, random_hex(10).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert child != random_hex(10)
