@@ -294,7 +294,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=int, default=None,
                    help=f"wrk connections (default 64; bulk: {BULK_CONNECTIONS} batches at once)")  # fmt: skip
     p.add_argument("--duration", type=int, default=30, help=f"seconds of measured load, 1..{MAX_DURATION} (default 30)")
-    p.add_argument("--workers", type=int, default=2, help="gateway processes (default 2)")
+    p.add_argument("--workers", type=int, default=1, help="gateway processes (default 1, as SHARDPAY_WORKERS)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: one core of load)")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured seconds of load first (default 2)")
     p.add_argument("--wallets", type=int, default=100_000)

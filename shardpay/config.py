@@ -85,7 +85,9 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 2
+    # One: a gateway process keeps its own tick per shard, so each more process halves every tick and pays a
+    # tick's fixed cost again (README, performance round 2); scale out with instances behind HAProxy.
+    workers: int = 1
     pg_server: str = "postgresql://postgres@127.0.0.1:5432"
     db_prefix: str = "shardpay"
     control_dsn: str = "postgresql://postgres@127.0.0.1:5432/shardpay_control"
@@ -168,7 +170,7 @@ class Settings:
         return cls(
             host=_raw(e, "HOST", "127.0.0.1"),
             port=env_int(e, "PORT", 8000, minimum=1),
-            workers=env_int(e, "WORKERS", 2, minimum=1),
+            workers=env_int(e, "WORKERS", 1, minimum=1),
             pg_server=pg,
             db_prefix=db_prefix,
             control_dsn=_raw(e, "CONTROL_DSN", f"{pg}/{db_prefix}_control"),
@@ -272,7 +274,7 @@ QUEUE_TYPES = ("auto", "quorum", "classic")
 def _ha(e: Mapping[str, str], shard_count: int) -> dict[str, Any]:
     """The high-availability settings: each optional, and without them everything is as on one server."""
     drain = env_float(e, "DRAIN_SECONDS", 0.0)
-    workers = env_int(e, "WORKERS", 2, minimum=1)
+    workers = env_int(e, "WORKERS", 1, minimum=1)
     if drain > 0 and workers > 1:
         # uvicorn's worker processes take SIGTERM from their parent: one instance per process drains cleanly.
         raise ConfigError(
