@@ -25,7 +25,7 @@ import idempotency
 from shardpay import ids
 from shardpay.domain.errors import ApiError
 from shardpay.services import idempotent, render, transfers
-from shardpay.services.outcome import Caller, Outcome, key_reused
+from shardpay.services.outcome import Caller, Outcome, stored_answer
 from shards import ledger, queries
 from shards.errors import on_shard
 from shards.pools import Shards
@@ -45,7 +45,7 @@ async def create(shards: Shards, caller: Caller, items: list[Item], inline_timeo
     pool = shards.pool(home)
     earlier = await on_shard(home, ledger.replay(pool, caller.merchant_id, caller.key, caller.print))
     if earlier.outcome != "missing":
-        return _stored(earlier)
+        return stored_answer(earlier)
     results = await asyncio.gather(*(_one(shards, caller, item, inline_timeout) for item in items))
     batch_id, created = ids.new_id("trb", idempotent.home_slot(caller.merchant_id, caller.key)), int(time.time())
     body = orjson.dumps({"id": batch_id, "object": "transfer_batch", "results": results, "created": created})
@@ -56,7 +56,7 @@ async def create(shards: Shards, caller: Caller, items: list[Item], inline_timeo
         stored = await on_shard(home, _store(pool, caller, batch_id, refs, created, body.decode()))
     except asyncpg.UniqueViolationError:  # a concurrent request with this key stored its answer first
         stored = await on_shard(home, ledger.replay(pool, caller.merchant_id, caller.key, caller.print))
-    return _stored(stored)
+    return stored_answer(stored)
 
 
 async def _one(shards: Shards, batch: Caller, item: Item, inline_timeout: float) -> dict[str, Any]:
@@ -88,13 +88,6 @@ async def _store(pool: asyncpg.Pool, caller: Caller, batch_id: str, refs: list[d
     )  # fmt: skip
     assert row is not None
     return ledger.Applied(row["outcome"], row["status"], row["body"])
-
-
-def _stored(applied: ledger.Applied) -> Outcome:
-    if applied.outcome in ("key_reused", "claimed"):
-        raise key_reused()
-    assert applied.status is not None and applied.body is not None
-    return Outcome.from_store(applied.status, applied.body, replayed=applied.outcome == "replay")
 
 
 async def get(shards: Shards, caller: Caller, batch_id: str) -> Outcome:

@@ -17,7 +17,7 @@ import psp
 from shardpay.domain.errors import ApiError
 from shardpay.resilience import Breaker
 from shardpay.services import idempotent, methods
-from shardpay.services.outcome import Caller, Outcome, key_reused
+from shardpay.services.outcome import Caller, Outcome, stored_answer
 from shards import ledger
 from shards.errors import on_shard
 from shards.pools import Shards
@@ -43,7 +43,7 @@ async def create(shards: Shards, client: psp.Psp, breaker: Breaker, caller: Call
     pool = shards.pool(home)
     earlier = await on_shard(home, ledger.replay(pool, caller.merchant_id, caller.key, caller.print))
     if earlier.outcome != "missing":
-        return _answer(earlier)
+        return stored_answer(earlier)
     checkout_id = session_id(caller)
     session = await _register(client, breaker, caller, cmd, checkout_id)
     obj = {"id": checkout_id, "object": "checkout_session", "amount": cmd.amount, "currency": cmd.currency,
@@ -54,7 +54,7 @@ async def create(shards: Shards, client: psp.Psp, breaker: Breaker, caller: Call
         stored = await on_shard(home, _store(pool, caller, body))
     except asyncpg.UniqueViolationError:
         stored = await on_shard(home, ledger.replay(pool, caller.merchant_id, caller.key, caller.print))
-    return _answer(stored)
+    return stored_answer(stored)
 
 
 async def _register(client: psp.Psp, breaker: Breaker, caller: Caller, cmd: CreateCheckout,
@@ -83,10 +83,3 @@ async def _store(pool: asyncpg.Pool, caller: Caller, body: str) -> ledger.Applie
     )
     assert row is not None
     return ledger.Applied(row["outcome"], row["status"], row["body"])
-
-
-def _answer(applied: ledger.Applied) -> Outcome:
-    if applied.outcome in ("key_reused", "claimed"):
-        raise key_reused()
-    assert applied.status is not None and applied.body is not None
-    return Outcome.from_store(applied.status, applied.body, replayed=applied.outcome == "replay")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
 from shardpay.domain.errors import ApiError
+
+if TYPE_CHECKING:
+    from shards.ledger import Applied
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,15 @@ class Outcome:
     @classmethod
     def from_store(cls, status: int, body: str, replayed: bool, final: bool = True) -> Outcome:
         return cls(status, body.encode(), stored=True, final=final and not replayed, replayed=replayed)
+
+
+def stored_answer(applied: Applied) -> Outcome:
+    """A write's stored answer as the edge sends it (a replay marked so); 422 when the key is another request's,
+    by its record or by its claim on the key's home shard."""
+    if applied.outcome in ("key_reused", "claimed"):
+        raise key_reused()
+    assert applied.status is not None and applied.body is not None, applied
+    return Outcome.from_store(applied.status, applied.body, replayed=applied.outcome == "replay")
 
 
 def key_reused() -> ApiError:

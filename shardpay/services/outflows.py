@@ -21,7 +21,7 @@ from shardpay import ids
 from shardpay.domain.errors import ApiError
 from shardpay.domain.events import render_event
 from shardpay.services import idempotent, render
-from shardpay.services.outcome import Caller, Outcome, key_reused
+from shardpay.services.outcome import Caller, Outcome, stored_answer
 from shards import ledger, outflows
 from shards.errors import on_shard
 from shards.pools import Shards
@@ -71,7 +71,7 @@ async def create_payout(shards: Shards, caller: Caller, cmd: CreatePayout) -> Ou
         raise ApiError.not_found("source", cmd.source)
     if applied.outcome == "currency_mismatch":
         raise ApiError.currency_mismatch(f"The source wallet does not hold {cmd.currency}.")
-    return _answer(applied)
+    return stored_answer(applied)
 
 
 async def create_refund(shards: Shards, caller: Caller, cmd: CreateRefund) -> Outcome:
@@ -99,7 +99,7 @@ async def create_refund(shards: Shards, caller: Caller, cmd: CreateRefund) -> Ou
     if applied.outcome == "amount_too_large":
         raise ApiError.invalid("amount", "'amount' is more than what is left to refund of this order.",
                                code="amount_too_large")  # fmt: skip
-    return _answer(applied)
+    return stored_answer(applied)
 
 
 async def _stored(shards: Shards, shard: int, caller: Caller, call: Awaitable[ledger.Applied]) -> ledger.Applied:
@@ -107,13 +107,6 @@ async def _stored(shards: Shards, shard: int, caller: Caller, call: Awaitable[le
         return await on_shard(shard, call)
     except asyncpg.UniqueViolationError:  # a concurrent request with this key committed first: its answer
         return await on_shard(shard, ledger.replay(shards.pool(shard), caller.merchant_id, caller.key, caller.print))
-
-
-def _answer(applied: ledger.Applied) -> Outcome:
-    if applied.outcome in ("key_reused", "claimed"):
-        raise key_reused()
-    assert applied.status is not None and applied.body is not None, applied
-    return Outcome.from_store(applied.status, applied.body, replayed=applied.outcome == "replay")
 
 
 Reader = Callable[[asyncpg.Pool, str], Awaitable[asyncpg.Record | None]]

@@ -22,7 +22,7 @@ from shardpay import ids
 from shardpay.domain.errors import ApiError
 from shardpay.domain.events import render_event
 from shardpay.services import idempotent, render
-from shardpay.services.outcome import Caller, Outcome, key_reused
+from shardpay.services.outcome import Caller, Outcome, stored_answer
 from shards import ledger, payments
 from shards.errors import on_shard
 from shards.pools import Shards
@@ -63,12 +63,10 @@ async def create(shards: Shards, caller: Caller, cmd: CreatePayment) -> Outcome:
         applied = await on_shard(home, payments.create(pool, request))
     except asyncpg.UniqueViolationError:  # a concurrent request with this key committed first: its answer
         applied = await on_shard(home, ledger.replay(pool, caller.merchant_id, caller.key, caller.print))
-    if applied.outcome in ("key_reused", "claimed"):
-        raise key_reused()
-    assert applied.status is not None and applied.body is not None
+    answer = stored_answer(applied)
     if applied.outcome == "applied":
         await place(shards, payment_id, orders)
-    return Outcome.from_store(applied.status, applied.body, replayed=applied.outcome == "replay")
+    return answer
 
 
 def _order(caller: Caller, payment_id: str, method: str, order: NewOrder, created: int) -> dict[str, Any]:

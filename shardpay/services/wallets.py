@@ -15,7 +15,7 @@ from shardpay import ids
 from shardpay.domain.errors import ApiError
 from shardpay.domain.events import render_event
 from shardpay.services import idempotent, reads, render
-from shardpay.services.outcome import Caller, Outcome, key_reused
+from shardpay.services.outcome import Caller, Outcome, key_reused, stored_answer
 from shards import ledger, queries
 from shards.errors import on_shard
 from shards.pools import Shards
@@ -49,10 +49,7 @@ async def create(shards: Shards, caller: Caller, cmd: CreateWallet) -> Outcome:
         applied = await on_shard(shard, ledger.create_wallet(shards.pool(shard), request))
     except asyncpg.UniqueViolationError:
         applied = await on_shard(shard, ledger.replay(shards.pool(shard), caller.merchant_id, caller.key, caller.print))
-    if applied.outcome in ("key_reused", "claimed"):  # a claim here is another write's
-        raise key_reused()
-    assert applied.status is not None and applied.body is not None
-    return Outcome.from_store(applied.status, applied.body, replayed=applied.outcome == "replay")
+    return stored_answer(applied)  # a claim here is another write's
 
 
 async def fetch(shards: Shards, merchant_id: str, wallet_id: str, param: str | None = None) -> asyncpg.Record:
