@@ -201,8 +201,7 @@ def _headline(cfg: Config, result: dict[str, Any]) -> None:
     if cfg.scenario == "payments":
         return  # its own CPU per payment (bench_payments_report)
     loaded = result["load"]
-    transfers = round(loaded["transfers_per_s"] * loaded["seconds"])
-    head = capacity.headline(loaded["cpu"], transfers)
+    head = capacity.headline(loaded["cpu"], loaded["transfers"])
     if head is None:
         return
     result["headline"] = head

@@ -39,12 +39,13 @@ def aggregate(run: load.WrkRun, warm: load.WrkRun | None, cpu: dict[str, Any]) -
 def _items(run: load.WrkRun, warm: load.WrkRun | None) -> dict[str, Any]:
     """The bulk scenario's transfers (a batch's items) by status, and transfers/s; elsewhere a 2xx is one."""
     report = run.report
-    if "items" not in report:
-        return {"transfers_per_s": round(run.ok() / run.seconds, 1) if run.seconds else 0.0}
-    items = dict(sorted(report["items"].items()))
-    per_s = round(items.get("201", 0) / run.seconds, 1) if run.seconds else 0.0
+    items = dict(sorted(report["items"].items())) if "items" in report else None
+    transfers = run.ok() if items is None else items.get("201", 0)
+    counted = {"transfers": transfers, "transfers_per_s": round(transfers / run.seconds, 1) if run.seconds else 0.0}
+    if items is None:
+        return counted
     warm_items = dict(warm.report.get("items", {})) if warm is not None else {}
-    return {"items": items, "batch": report["batch"], "transfers_per_s": per_s, "warmup_items": warm_items}
+    return counted | {"items": items, "batch": report["batch"], "warmup_items": warm_items}
 
 
 def _fresh_and_unknown(part: dict[str, Any], items: dict[str, int] | None, batch: int) -> tuple[int, int]:

@@ -167,10 +167,11 @@ class Settings:
         db_prefix = _raw(e, "DB_PREFIX", "shardpay")
         shard_dsns = _shard_dsns(e, pg, db_prefix)
         shard_count = len(shard_dsns)
+        workers = env_int(e, "WORKERS", 1, minimum=1)
         return cls(
             host=_raw(e, "HOST", "127.0.0.1"),
             port=env_int(e, "PORT", 8000, minimum=1),
-            workers=env_int(e, "WORKERS", 1, minimum=1),
+            workers=workers,
             pg_server=pg,
             db_prefix=db_prefix,
             control_dsn=_raw(e, "CONTROL_DSN", f"{pg}/{db_prefix}_control"),
@@ -214,7 +215,7 @@ class Settings:
             reconcile_daily=_bool(e, "RECONCILE_DAILY", True),
             reconcile_at=_time_of_day(e, "RECONCILE_AT", "01:00"),
             reconcile_retry=_positive(e, "RECONCILE_RETRY", 300.0),
-            **_ha(e, shard_count),
+            **_ha(e, shard_count, workers),
         )
 
 
@@ -271,10 +272,9 @@ def _secret(env: Mapping[str, str], name: str, default: str) -> str:
 QUEUE_TYPES = ("auto", "quorum", "classic")
 
 
-def _ha(e: Mapping[str, str], shard_count: int) -> dict[str, Any]:
+def _ha(e: Mapping[str, str], shard_count: int, workers: int) -> dict[str, Any]:
     """The high-availability settings: each optional, and without them everything is as on one server."""
     drain = env_float(e, "DRAIN_SECONDS", 0.0)
-    workers = env_int(e, "WORKERS", 1, minimum=1)
     if drain > 0 and workers > 1:
         # uvicorn's worker processes take SIGTERM from their parent: one instance per process drains cleanly.
         raise ConfigError(
